@@ -1,0 +1,385 @@
+#include "agg/agg.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+struct fedc_agg {
+  fedc_agg_config config;
+  fedc_tensor_list layout;  /* names, dtypes and shapes; every data is NULL */
+  size_t numel;             /* parameters in the model, all tensors */
+
+  /* The round. While it is open, sum is the weighted sum of the updates;
+   * during finish the same buffer stores the aggregate, then the step. */
+  double *sum;
+  double weight_sum;
+  size_t count;
+
+  /* Server optimizer state carried across rounds, NULL when unused:
+   * FedAvgM's velocity or the adaptive first moment m, and the adaptive
+   * second moment v. */
+  double *moment1;
+  double *moment2;
+};
+
+static const char *const strategy_names[] = {
+  [FEDC_AGG_FEDAVG] = "fedavg",
+  [FEDC_AGG_FEDAVGM] = "fedavgm",
+  [FEDC_AGG_FEDADAM] = "fedadam",
+  [FEDC_AGG_FEDYOGI] = "fedyogi",
+  [FEDC_AGG_FEDADAGRAD] = "fedadagrad",
+  [FEDC_AGG_MEDIAN] = "median",
+  [FEDC_AGG_TRIMMED_MEAN] = "trimmed_mean",
+  [FEDC_AGG_KRUM] = "krum",
+  [FEDC_AGG_MULTI_KRUM] = "multi_krum",
+};
+
+#define STRATEGY_COUNT (sizeof(strategy_names) / sizeof(strategy_names[0]))
+
+static int is_adaptive(enum fedc_agg_strategy s)
+{
+  return s == FEDC_AGG_FEDADAM || s == FEDC_AGG_FEDYOGI ||
+         s == FEDC_AGG_FEDADAGRAD;
+}
+
+void fedc_agg_config_default(fedc_agg_config *config,
+                             enum fedc_agg_strategy strategy)
+{
+  memset(config, 0, sizeof(*config));
+  config->strategy = strategy;
+  config->server_lr = 1.0;
+  config->server_momentum = 0.9;
+  config->beta1 = 0.9;
+  config->beta2 = 0.99;
+  config->tau = 1e-3;
+  config->trim_fraction = 0.1;
+  config->krum_byzantine = 1;
+  config->multi_krum_m = 0;
+  config->clip_norm = 0.0;
+
+  /* With momentum 0.9 the velocity settles at 10 times the update, so a
+   * server_lr of 0.1 makes the steady-state step equal FedAvg's. */
+  if (strategy == FEDC_AGG_FEDAVGM)
+    config->server_lr = 0.1;
+
+  /* The adaptive step is about server_lr per coordinate whatever the
+   * update's size, so it needs a much smaller rate than FedAvg. */
+  if (is_adaptive(strategy))
+    config->server_lr = 1e-2;
+}
+
+int fedc_agg_strategy_parse(const char *name, enum fedc_agg_strategy *out)
+{
+  for (size_t i = 0; i < STRATEGY_COUNT; i++) {
+    if (strcmp(name, strategy_names[i]) == 0) {
+      *out = (enum fedc_agg_strategy)i;
+      return 0;
+    }
+  }
+  return FEDC_EINVAL;
+}
+
+const char *fedc_agg_strategy_name(enum fedc_agg_strategy strategy)
+{
+  if ((size_t)strategy >= STRATEGY_COUNT)
+    return NULL;
+  return strategy_names[strategy];
+}
+
+static int in_unit_interval(double x)
+{
+  return x >= 0.0 && x < 1.0;
+}
+
+static int check_config(const fedc_agg_config *c)
+{
+  if ((size_t)c->strategy >= STRATEGY_COUNT)
+    return FEDC_EINVAL;
+  if (!(c->server_lr > 0.0) || !isfinite(c->server_lr))
+    return FEDC_EINVAL;
+  if (!(c->clip_norm >= 0.0) || !isfinite(c->clip_norm))
+    return FEDC_EINVAL;
+  if (c->strategy == FEDC_AGG_FEDAVGM && !in_unit_interval(c->server_momentum))
+    return FEDC_EINVAL;
+  if (is_adaptive(c->strategy)) {
+    if (!in_unit_interval(c->beta1) || !in_unit_interval(c->beta2))
+      return FEDC_EINVAL;
+    if (!(c->tau > 0.0) || !isfinite(c->tau))
+      return FEDC_EINVAL;
+  }
+  if (c->strategy == FEDC_AGG_TRIMMED_MEAN &&
+      !(c->trim_fraction >= 0.0 && c->trim_fraction < 0.5))
+    return FEDC_EINVAL;
+  return 0;
+}
+
+/* Copies the names, dtypes and shapes of layout, without data, and counts
+ * its parameters. */
+static int copy_layout(fedc_agg *agg, const fedc_tensor_list *layout)
+{
+  size_t total = 0;
+
+  if (layout->count == 0)
+    return FEDC_EINVAL;
+  agg->layout.items = calloc(layout->count, sizeof(fedc_tensor));
+  if (!agg->layout.items)
+    return FEDC_ENOMEM;
+  agg->layout.count = layout->count;
+  agg->layout.capacity = layout->count;
+
+  for (size_t i = 0; i < layout->count; i++) {
+    const fedc_tensor *t = &layout->items[i];
+    uint64_t n = fedc_tensor_numel(t);
+
+    if (t->dtype != FEDC_DTYPE_F32)
+      return FEDC_EUNSUPPORTED;
+    if (n == 0 || n > SIZE_MAX / sizeof(double) - total)
+      return FEDC_EOVERFLOW;
+    agg->layout.items[i] = *t;
+    agg->layout.items[i].data = NULL;
+    total += (size_t)n;
+  }
+  agg->numel = total;
+  return 0;
+}
+
+static int alloc_state(fedc_agg *agg)
+{
+  enum fedc_agg_strategy s = agg->config.strategy;
+
+  agg->sum = calloc(agg->numel, sizeof(double));
+  if (!agg->sum)
+    return FEDC_ENOMEM;
+  if (s == FEDC_AGG_FEDAVGM || is_adaptive(s)) {
+    agg->moment1 = calloc(agg->numel, sizeof(double));
+    if (!agg->moment1)
+      return FEDC_ENOMEM;
+  }
+  if (is_adaptive(s)) {
+    agg->moment2 = malloc(agg->numel * sizeof(double));
+    if (!agg->moment2)
+      return FEDC_ENOMEM;
+
+    /* Reddi et al. require v to start at tau^2 or above; fedc starts it
+     * at exactly tau^2. */
+    for (size_t j = 0; j < agg->numel; j++)
+      agg->moment2[j] = agg->config.tau * agg->config.tau;
+  }
+  return 0;
+}
+
+int fedc_agg_new(const fedc_agg_config *config, const fedc_tensor_list *layout,
+                 fedc_agg **out)
+{
+  fedc_agg *agg = NULL;
+  int rc;
+
+  *out = NULL;
+  rc = check_config(config);
+  if (rc < 0)
+    goto out;
+  agg = calloc(1, sizeof(*agg));
+  if (!agg) {
+    rc = FEDC_ENOMEM;
+    goto out;
+  }
+  agg->config = *config;
+  rc = copy_layout(agg, layout);
+  if (rc < 0)
+    goto out;
+  rc = alloc_state(agg);
+  if (rc < 0)
+    goto out;
+  *out = agg;
+  agg = NULL;
+out:
+  fedc_agg_free(&agg);
+  return rc;
+}
+
+void fedc_agg_free(fedc_agg **agg)
+{
+  fedc_agg *a = *agg;
+
+  if (!a)
+    return;
+  free(a->layout.items);
+  free(a->sum);
+  free(a->moment1);
+  free(a->moment2);
+  free(a);
+  *agg = NULL;
+}
+
+void fedc_agg_begin(fedc_agg *agg)
+{
+  memset(agg->sum, 0, agg->numel * sizeof(double));
+  agg->weight_sum = 0.0;
+  agg->count = 0;
+}
+
+/* Returns the L2 norm of the whole update, in double. A float squared is
+ * below 2^256, so the sum stays finite unless some value is NaN or Inf:
+ * a non-finite norm is how the caller finds those. */
+static double update_norm(const fedc_tensor_list *update)
+{
+  double sumsq = 0.0;
+
+  for (size_t i = 0; i < update->count; i++) {
+    const fedc_tensor *t = &update->items[i];
+    const float *x = t->data;
+    uint64_t n = fedc_tensor_numel(t);
+
+    for (uint64_t j = 0; j < n; j++)
+      sumsq += (double)x[j] * (double)x[j];
+  }
+  return sqrt(sumsq);
+}
+
+/* Returns the factor that bounds an update of this norm to clip_norm. */
+static double clip_scale(const fedc_agg *agg, double norm)
+{
+  double bound = agg->config.clip_norm;
+
+  if (bound > 0.0 && norm > bound)
+    return bound / norm;
+  return 1.0;
+}
+
+static void accumulate(fedc_agg *agg, const fedc_tensor_list *update,
+                       double factor)
+{
+  double *sum = agg->sum;
+
+  for (size_t i = 0; i < update->count; i++) {
+    const fedc_tensor *t = &update->items[i];
+    const float *x = t->data;
+    uint64_t n = fedc_tensor_numel(t);
+
+    for (uint64_t j = 0; j < n; j++)
+      sum[j] += factor * (double)x[j];
+    sum += n;
+  }
+}
+
+int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight)
+{
+  double norm;
+
+  if (!(weight > 0.0) || !isfinite(weight))
+    return FEDC_EINVAL;
+  if (fedc_tensor_list_check_layout(&agg->layout, update) < 0)
+    return FEDC_ESHAPE;
+  norm = update_norm(update);
+  if (!isfinite(norm))
+    return FEDC_ENONFINITE;
+
+  accumulate(agg, update, weight * clip_scale(agg, norm));
+  agg->weight_sum += weight;
+  agg->count++;
+  return 0;
+}
+
+size_t fedc_agg_count(const fedc_agg *agg)
+{
+  return agg->count;
+}
+
+/* Turns the weighted sum into the weighted mean of the updates. */
+static void weighted_mean(fedc_agg *agg)
+{
+  for (size_t j = 0; j < agg->numel; j++)
+    agg->sum[j] /= agg->weight_sum;
+}
+
+static double sign(double x)
+{
+  if (x > 0.0)
+    return 1.0;
+  if (x < 0.0)
+    return -1.0;
+  return 0.0;
+}
+
+/* Turns the aggregate d in agg->sum into the server step, updating the
+ * optimizer state. Formulas follow Reddi et al., "Adaptive Federated
+ * Optimization" (ICLR 2021), Algorithm 2, without bias correction. */
+static void server_step(fedc_agg *agg)
+{
+  const fedc_agg_config *c = &agg->config;
+  double *d = agg->sum;
+  double *m = agg->moment1;
+  double *v = agg->moment2;
+
+  for (size_t j = 0; j < agg->numel; j++) {
+    double g = d[j];
+
+    switch (c->strategy) {
+    case FEDC_AGG_FEDAVGM:
+      m[j] = c->server_momentum * m[j] + g;
+      d[j] = c->server_lr * m[j];
+      break;
+    case FEDC_AGG_FEDADAM:
+    case FEDC_AGG_FEDYOGI:
+    case FEDC_AGG_FEDADAGRAD:
+      m[j] = c->beta1 * m[j] + (1.0 - c->beta1) * g;
+      if (c->strategy == FEDC_AGG_FEDADAM)
+        v[j] = c->beta2 * v[j] + (1.0 - c->beta2) * g * g;
+      else if (c->strategy == FEDC_AGG_FEDYOGI)
+        v[j] -= (1.0 - c->beta2) * g * g * sign(v[j] - g * g);
+      else
+        v[j] += g * g;
+      d[j] = c->server_lr * m[j] / (sqrt(v[j]) + c->tau);
+      break;
+    default:
+      d[j] *= c->server_lr;
+      break;
+    }
+  }
+}
+
+static void apply_step(const fedc_agg *agg, fedc_tensor_list *global)
+{
+  const double *step = agg->sum;
+
+  for (size_t i = 0; i < global->count; i++) {
+    fedc_tensor *t = &global->items[i];
+    float *x = t->data;
+    uint64_t n = fedc_tensor_numel(t);
+
+    for (uint64_t j = 0; j < n; j++)
+      x[j] = (float)((double)x[j] + step[j]);
+    step += n;
+  }
+}
+
+int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global)
+{
+  if (fedc_tensor_list_check_layout(&agg->layout, global) < 0)
+    return FEDC_ESHAPE;
+  if (agg->count == 0)
+    return FEDC_ESTATE;
+  if (agg->config.strategy > FEDC_AGG_FEDADAGRAD)
+    return FEDC_EUNSUPPORTED;
+
+  weighted_mean(agg);
+  server_step(agg);
+  apply_step(agg, global);
+  fedc_agg_begin(agg);
+  return 0;
+}
+
+uint64_t fedc_agg_memory(const fedc_agg *agg, size_t n)
+{
+  uint64_t vectors = 1;
+
+  (void)n;
+  if (agg->moment1)
+    vectors++;
+  if (agg->moment2)
+    vectors++;
+  return vectors * (uint64_t)agg->numel * sizeof(double);
+}
