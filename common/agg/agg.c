@@ -1,11 +1,17 @@
 #include "agg/agg.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agg/robust.h"
 #include "util/error.h"
 #include "util/log.h"
+
+/* Names of the optimizer state tensors in fedc_agg_state_save(). */
+#define STATE_M "server_m"
+#define STATE_V "server_v"
 
 struct fedc_agg {
   fedc_agg_config config;
@@ -17,6 +23,12 @@ struct fedc_agg {
   double *sum;
   double weight_sum;
   size_t count;
+
+  /* The robust strategies need every update of the round at once, so they
+   * keep each accepted update, norm-bounded, as numel floats: memory grows
+   * as count * model size. rows is NULL for the streaming strategies. */
+  float **rows;
+  size_t rows_capacity;
 
   /* Server optimizer state carried across rounds, NULL when unused:
    * FedAvgM's velocity or the adaptive first moment m, and the adaptive
@@ -69,6 +81,11 @@ void fedc_agg_config_default(fedc_agg_config *config,
    * update's size, so it needs a much smaller rate than FedAvg. */
   if (is_adaptive(strategy))
     config->server_lr = 1e-2;
+
+  /* Adagrad proper has no momentum; Flower's FedAdagrad also fixes
+   * beta1 at 0. */
+  if (strategy == FEDC_AGG_FEDADAGRAD)
+    config->beta1 = 0.0;
 }
 
 int fedc_agg_strategy_parse(const char *name, enum fedc_agg_strategy *out)
@@ -87,6 +104,12 @@ const char *fedc_agg_strategy_name(enum fedc_agg_strategy strategy)
   if ((size_t)strategy >= STRATEGY_COUNT)
     return NULL;
   return strategy_names[strategy];
+}
+
+static int is_robust(enum fedc_agg_strategy s)
+{
+  return s == FEDC_AGG_MEDIAN || s == FEDC_AGG_TRIMMED_MEAN ||
+         s == FEDC_AGG_KRUM || s == FEDC_AGG_MULTI_KRUM;
 }
 
 static int in_unit_interval(double x)
@@ -136,12 +159,14 @@ static int copy_layout(fedc_agg *agg, const fedc_tensor_list *layout)
 
     if (t->dtype != FEDC_DTYPE_F32)
       return FEDC_EUNSUPPORTED;
-    if (n == 0 || n > SIZE_MAX / sizeof(double) - total)
+    if (n > SIZE_MAX / sizeof(double) - total)
       return FEDC_EOVERFLOW;
     agg->layout.items[i] = *t;
     agg->layout.items[i].data = NULL;
     total += (size_t)n;
   }
+  if (total == 0)
+    return FEDC_EINVAL;
   agg->numel = total;
   return 0;
 }
@@ -157,6 +182,12 @@ static int alloc_state(fedc_agg *agg)
     agg->moment1 = calloc(agg->numel, sizeof(double));
     if (!agg->moment1)
       return FEDC_ENOMEM;
+  }
+  if (is_robust(s)) {
+    agg->rows = calloc(16, sizeof(float *));
+    if (!agg->rows)
+      return FEDC_ENOMEM;
+    agg->rows_capacity = 16;
   }
   if (is_adaptive(s)) {
     agg->moment2 = malloc(agg->numel * sizeof(double));
@@ -200,12 +231,22 @@ out:
   return rc;
 }
 
+static void drop_rows(fedc_agg *agg)
+{
+  for (size_t i = 0; agg->rows && i < agg->count; i++) {
+    free(agg->rows[i]);
+    agg->rows[i] = NULL;
+  }
+}
+
 void fedc_agg_free(fedc_agg **agg)
 {
   fedc_agg *a = *agg;
 
   if (!a)
     return;
+  drop_rows(a);
+  free(a->rows);
   free(a->layout.items);
   free(a->sum);
   free(a->moment1);
@@ -216,6 +257,7 @@ void fedc_agg_free(fedc_agg **agg)
 
 void fedc_agg_begin(fedc_agg *agg)
 {
+  drop_rows(agg);
   memset(agg->sum, 0, agg->numel * sizeof(double));
   agg->weight_sum = 0.0;
   agg->count = 0;
@@ -265,9 +307,44 @@ static void accumulate(fedc_agg *agg, const fedc_tensor_list *update,
   }
 }
 
+/* Keeps a copy of update, multiplied by scale, for a robust round. */
+static int store_update(fedc_agg *agg, const fedc_tensor_list *update,
+                        double scale)
+{
+  float *row;
+  float *dst;
+
+  if (agg->count == agg->rows_capacity) {
+    size_t capacity = agg->rows_capacity ? 2 * agg->rows_capacity : 16;
+    float **rows = realloc(agg->rows, capacity * sizeof(float *));
+
+    if (!rows)
+      return FEDC_ENOMEM;
+    agg->rows = rows;
+    agg->rows_capacity = capacity;
+  }
+  row = malloc(agg->numel * sizeof(float));
+  if (!row)
+    return FEDC_ENOMEM;
+
+  dst = row;
+  for (size_t i = 0; i < update->count; i++) {
+    const fedc_tensor *t = &update->items[i];
+    const float *x = t->data;
+    uint64_t n = fedc_tensor_numel(t);
+
+    for (uint64_t j = 0; j < n; j++)
+      dst[j] = scale == 1.0 ? x[j] : (float)(scale * x[j]);
+    dst += n;
+  }
+  agg->rows[agg->count] = row;
+  return 0;
+}
+
 int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight)
 {
   double norm;
+  double scale;
 
   if (!(weight > 0.0) || !isfinite(weight))
     return FEDC_EINVAL;
@@ -276,8 +353,16 @@ int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight)
   norm = update_norm(update);
   if (!isfinite(norm))
     return FEDC_ENONFINITE;
+  scale = clip_scale(agg, norm);
 
-  accumulate(agg, update, weight * clip_scale(agg, norm));
+  if (agg->rows) {
+    int rc = store_update(agg, update, scale);
+
+    if (rc < 0)
+      return rc;
+  } else {
+    accumulate(agg, update, weight * scale);
+  }
   agg->weight_sum += weight;
   agg->count++;
   return 0;
@@ -356,16 +441,81 @@ static void apply_step(const fedc_agg *agg, fedc_tensor_list *global)
   }
 }
 
+
+size_t fedc_agg_min_updates(const fedc_agg *agg)
+{
+  enum fedc_agg_strategy s = agg->config.strategy;
+
+  if (s == FEDC_AGG_KRUM || s == FEDC_AGG_MULTI_KRUM)
+    return 2 * (size_t)agg->config.krum_byzantine + 3;
+  return 1;
+}
+
+/* Returns how many updates Multi-Krum averages in a round of n. More than
+ * n - f could take in every bad update, so a larger m, and the default 0,
+ * mean n - f. */
+static size_t multi_krum_count(const fedc_agg *agg, size_t n)
+{
+  size_t f = agg->config.krum_byzantine;
+  size_t m = agg->config.multi_krum_m;
+
+  if (agg->config.strategy == FEDC_AGG_KRUM)
+    return 1;
+  if (m == 0 || m > n - f)
+    return n - f;
+  return m;
+}
+
+/* Writes the robust aggregate of the stored updates to agg->sum. */
+static int robust_aggregate(fedc_agg *agg)
+{
+  const float *const *rows = (const float *const *)agg->rows;
+  size_t n = agg->count;
+  double *scratch;
+  size_t trim;
+
+  if (agg->config.strategy == FEDC_AGG_KRUM ||
+      agg->config.strategy == FEDC_AGG_MULTI_KRUM)
+    return fedc_robust_krum(rows, n, agg->numel, agg->config.krum_byzantine,
+                            multi_krum_count(agg, n), agg->sum, NULL);
+
+  scratch = malloc(n * sizeof(double));
+  if (!scratch)
+    return FEDC_ENOMEM;
+  if (agg->config.strategy == FEDC_AGG_MEDIAN) {
+    fedc_robust_median(rows, n, agg->numel, scratch, agg->sum);
+  } else {
+    trim = fedc_robust_trim_count(agg->config.trim_fraction, n);
+    fedc_robust_trimmed_mean(rows, n, agg->numel, trim, scratch, agg->sum);
+  }
+  free(scratch);
+  return 0;
+}
+
 int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global)
 {
+  int rc;
+
   if (fedc_tensor_list_check_layout(&agg->layout, global) < 0)
     return FEDC_ESHAPE;
   if (agg->count == 0)
     return FEDC_ESTATE;
-  if (agg->config.strategy > FEDC_AGG_FEDADAGRAD)
-    return FEDC_EUNSUPPORTED;
+  if (agg->count < fedc_agg_min_updates(agg)) {
+    fedc_warn("agg", "%s needs at least %zu updates, round has %zu "
+              "krum_byzantine=%" PRIu32,
+              fedc_agg_strategy_name(agg->config.strategy),
+              fedc_agg_min_updates(agg), agg->count,
+              agg->config.krum_byzantine);
+    return FEDC_ESTATE;
+  }
 
-  weighted_mean(agg);
+  if (agg->rows) {
+    rc = robust_aggregate(agg);
+    if (rc < 0)
+      return rc;
+  } else {
+    weighted_mean(agg);
+  }
   server_step(agg);
   apply_step(agg, global);
   fedc_agg_begin(agg);
@@ -374,12 +524,93 @@ int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global)
 
 uint64_t fedc_agg_memory(const fedc_agg *agg, size_t n)
 {
-  uint64_t vectors = 1;
+  uint64_t model = (uint64_t)agg->numel * sizeof(double);
+  uint64_t bytes = model;
 
-  (void)n;
   if (agg->moment1)
-    vectors++;
+    bytes += model;
   if (agg->moment2)
-    vectors++;
-  return vectors * (uint64_t)agg->numel * sizeof(double);
+    bytes += model;
+  if (!agg->rows)
+    return bytes;
+
+  /* The stored updates, then what finish allocates: one column of n
+   * values to sort, or Krum's n x n distances, and per row a score, a
+   * distance to sort and a (score, index) pair. */
+  bytes += (uint64_t)n * (agg->numel * sizeof(float) + sizeof(float *));
+  if (agg->config.strategy == FEDC_AGG_KRUM ||
+      agg->config.strategy == FEDC_AGG_MULTI_KRUM)
+    bytes += (uint64_t)n * n * sizeof(double) +
+             (uint64_t)n * (3 * sizeof(double) + sizeof(size_t));
+  else
+    bytes += (uint64_t)n * sizeof(double);
+  return bytes;
+}
+
+int fedc_agg_state_save(const fedc_agg *agg, fedc_tensor_list *out)
+{
+  uint64_t shape[1] = {agg->numel};
+  int rc = 0;
+
+  fedc_tensor_list_close(out);
+  if (agg->moment1)
+    rc = fedc_tensor_list_add(out, STATE_M, FEDC_DTYPE_F64, 1, shape,
+                              agg->moment1);
+  if (rc == 0 && agg->moment2)
+    rc = fedc_tensor_list_add(out, STATE_V, FEDC_DTYPE_F64, 1, shape,
+                              agg->moment2);
+  if (rc < 0)
+    fedc_tensor_list_close(out);
+  return rc;
+}
+
+/* Checks that in has exactly the state tensors this strategy keeps. */
+static int check_state(const fedc_agg *agg, const fedc_tensor_list *in)
+{
+  const char *names[2] = {STATE_M, STATE_V};
+  const double *state[2] = {agg->moment1, agg->moment2};
+  size_t expected = 0;
+
+  for (int k = 0; k < 2; k++) {
+    const fedc_tensor *t;
+
+    if (!state[k])
+      continue;
+    expected++;
+    t = fedc_tensor_list_find(in, names[k]);
+    if (!t || t->dtype != FEDC_DTYPE_F64 || t->ndim != 1 ||
+        t->shape[0] != agg->numel)
+      return FEDC_ESHAPE;
+  }
+  if (in->count != expected)
+    return FEDC_ESHAPE;
+  if (fedc_tensor_list_check_finite(in) < 0)
+    return FEDC_ENONFINITE;
+  return 0;
+}
+
+int fedc_agg_state_load(fedc_agg *agg, const fedc_tensor_list *in)
+{
+  const fedc_tensor *m;
+  const fedc_tensor *v;
+  int rc;
+
+  rc = check_state(agg, in);
+  if (rc < 0)
+    return rc;
+  v = fedc_tensor_list_find(in, STATE_V);
+  if (v) {
+    const double *x = v->data;
+
+    /* Every variant keeps v at or above zero, and a negative v would
+     * make the step's square root NaN. */
+    for (size_t j = 0; j < agg->numel; j++)
+      if (x[j] < 0.0)
+        return FEDC_EFORMAT;
+    memcpy(agg->moment2, x, agg->numel * sizeof(double));
+  }
+  m = fedc_tensor_list_find(in, STATE_M);
+  if (m)
+    memcpy(agg->moment1, m->data, agg->numel * sizeof(double));
+  return 0;
 }
