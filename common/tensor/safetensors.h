@@ -13,6 +13,14 @@
 
 #include "tensor.h"
 
+/* Limits on what decode accepts. The header limit is the one in the
+ * huggingface/safetensors Rust reader. The others bound the work that a
+ * hostile header can cause. */
+#define FEDC_SAFETENSORS_MAX_HEADER 100000000
+#define FEDC_SAFETENSORS_MAX_TENSORS 65536
+#define FEDC_SAFETENSORS_MAX_METADATA 4096
+#define FEDC_SAFETENSORS_METADATA_KEY_MAX 1024  /* bytes, with the NUL */
+
 /* String pairs from the "__metadata__" object. */
 typedef struct fedc_metadata {
   char **keys;
@@ -35,14 +43,18 @@ int fedc_safetensors_encode(const fedc_tensor_list *list,
 /* Parses a safetensors buffer into list (closed first) and meta (may be
  * NULL). Validates the header length, JSON, dtypes, shapes and that data
  * offsets are in bounds, contiguous and non-overlapping. Tensors come out in
- * data-offset order. Returns 0, FEDC_EFORMAT or FEDC_ENOMEM. */
+ * data-offset order. Returns 0, FEDC_EFORMAT or FEDC_ENOMEM; on an error
+ * list and meta are left empty and the reason is logged. */
 int fedc_safetensors_decode(const uint8_t *buf, size_t len,
                             fedc_tensor_list *list, fedc_metadata *meta);
 
-/* Writes atomically: a temporary file in the same folder, fsync, rename. */
+/* Writes atomically: a temporary file in the same folder, fsync, rename,
+ * fsync of the folder. The file gets mode 0600. */
 int fedc_safetensors_write(const char *path, const fedc_tensor_list *list,
                            const fedc_metadata *meta);
 
+/* Reads and decodes the file at path. Returns what decode returns, or
+ * FEDC_ENOENT or FEDC_EIO when the file cannot be opened or mapped. */
 int fedc_safetensors_read(const char *path, fedc_tensor_list *list,
                           fedc_metadata *meta);
 

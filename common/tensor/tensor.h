@@ -50,6 +50,14 @@ uint64_t fedc_tensor_numel(const fedc_tensor *t);
 /* Returns numel * element size, or 0 on overflow. */
 uint64_t fedc_tensor_nbytes(const fedc_tensor *t);
 
+/* Computes the data size in bytes of a tensor of this dtype and shape into
+ * out. Unlike fedc_tensor_nbytes(), a zero-element shape is told apart from
+ * an error. Returns 0, FEDC_EINVAL for an unknown dtype or ndim outside
+ * 0..FEDC_TENSOR_MAX_DIMS, or FEDC_EOVERFLOW when the size does not fit in
+ * uint64_t or size_t. */
+int fedc_tensor_shape_nbytes(enum fedc_dtype dtype, int ndim,
+                             const uint64_t *shape, uint64_t *out);
+
 void fedc_tensor_list_init(fedc_tensor_list *list);
 
 /* Frees every tensor and the array; the list is left empty and reusable. */
@@ -61,6 +69,16 @@ void fedc_tensor_list_close(fedc_tensor_list *list);
 int fedc_tensor_list_add(fedc_tensor_list *list, const char *name,
                          enum fedc_dtype dtype, int ndim,
                          const uint64_t *shape, const void *data);
+
+/* Like fedc_tensor_list_add(), but takes ownership of data, a malloc'ed
+ * block of the tensor's size, on success only; the caller still owns data
+ * when an error is returned. */
+int fedc_tensor_list_add_owned(fedc_tensor_list *list, const char *name,
+                               enum fedc_dtype dtype, int ndim,
+                               const uint64_t *shape, void *data);
+
+/* Grows the list's array to hold at least count tensors. */
+int fedc_tensor_list_reserve(fedc_tensor_list *list, size_t count);
 
 /* Returns the tensor with this name, or NULL. */
 fedc_tensor *fedc_tensor_list_find(const fedc_tensor_list *list,
