@@ -1,0 +1,96 @@
+#include "report.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/error.h"
+
+/* JSON has no NaN, so a metric that was not measured is written as null. */
+static void format_number(char *buf, size_t len, int digits, double x)
+{
+  if (isfinite(x))
+    snprintf(buf, len, "%.*f", digits, x);
+  else
+    snprintf(buf, len, "null");
+}
+
+int fedc_report_write_jsonl(FILE *out, const fedc_round_record *rec,
+                            int deterministic)
+{
+  char accuracy[32], loss[32], seconds[48] = "", simulated[32];
+  int n;
+
+  format_number(accuracy, sizeof(accuracy), 6, rec->test_accuracy);
+  format_number(loss, sizeof(loss), 6, rec->test_loss);
+  format_number(simulated, sizeof(simulated), 3, rec->simulated_seconds);
+  if (!deterministic)
+    snprintf(seconds, sizeof(seconds), "\"seconds\":%.3f,", rec->seconds);
+
+  n = fprintf(out,
+              "{\"round\":%llu,\"test_accuracy\":%s,\"test_loss\":%s,"
+              "\"clients_sampled\":%u,\"clients_reported\":%u,%s"
+              "\"bytes_sent\":%llu,\"bytes_received\":%llu,"
+              "\"simulated_seconds\":%s}\n",
+              (unsigned long long)rec->round, accuracy, loss,
+              rec->clients_sampled, rec->clients_reported, seconds,
+              (unsigned long long)rec->bytes_sent,
+              (unsigned long long)rec->bytes_received, simulated);
+  return n < 0 ? FEDC_EIO : 0;
+}
+
+void fedc_progress_init(fedc_progress *p, FILE *out, uint64_t total_rounds)
+{
+  p->out = out != NULL && isatty(fileno(out)) ? out : NULL;
+  p->total_rounds = total_rounds;
+  p->width = 30;
+}
+
+void fedc_format_duration(double seconds, char *buf, size_t len)
+{
+  unsigned long long s = (unsigned long long)(seconds + 0.5);
+
+  if (!isfinite(seconds) || seconds < 0)
+    snprintf(buf, len, "?");
+  else if (seconds < 60)
+    snprintf(buf, len, "%.1fs", seconds);
+  else if (s < 3600)
+    snprintf(buf, len, "%llum%02llus", s / 60, s % 60);
+  else if (s < 86400)
+    snprintf(buf, len, "%lluh%02llum", s / 3600, s % 3600 / 60);
+  else
+    snprintf(buf, len, "%llud%02lluh", s / 86400, s % 86400 / 3600);
+}
+
+void fedc_progress_update(fedc_progress *p, const fedc_round_record *rec,
+                          double real_total)
+{
+  char bar[128], simulated[32], real[32];
+  uint64_t total = p->total_rounds != 0 ? p->total_rounds : 1;
+  int filled = (int)(rec->round * (uint64_t)p->width / total);
+
+  if (p->out == NULL)
+    return;
+  if (filled > p->width)
+    filled = p->width;
+  memset(bar, '#', (size_t)filled);
+  memset(bar + filled, '.', (size_t)(p->width - filled));
+  bar[p->width] = '\0';
+
+  fedc_format_duration(rec->simulated_seconds, simulated, sizeof(simulated));
+  fedc_format_duration(real_total, real, sizeof(real));
+  fprintf(p->out, "\r[%s] round %llu/%llu  acc %.4f  %u/%u clients  "
+          "sim %s  real %s ", bar, (unsigned long long)rec->round,
+          (unsigned long long)p->total_rounds,
+          isfinite(rec->test_accuracy) ? rec->test_accuracy : 0.0,
+          rec->clients_reported, rec->clients_sampled, simulated, real);
+  fflush(p->out);
+}
+
+void fedc_progress_finish(fedc_progress *p)
+{
+  if (p->out == NULL)
+    return;
+  fputc('\n', p->out);
+  fflush(p->out);
+}

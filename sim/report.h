@@ -1,0 +1,51 @@
+/* What fedc-sim reports per round: a JSON Lines record and a progress bar.
+ *
+ * The record has the fields of the server's per-round metrics (round,
+ * test_accuracy, test_loss, clients_sampled, clients_reported, seconds,
+ * bytes_sent, bytes_received) plus simulated_seconds. "seconds" is real
+ * time, which differs from run to run, so a deterministic record leaves it
+ * out; every other field depends only on the seed and the options. */
+#ifndef FEDC_SIM_REPORT_H
+#define FEDC_SIM_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct fedc_round_record {
+  uint64_t round;
+  double test_accuracy;        /* on the held-out test set; NAN if not run */
+  double test_loss;
+  uint32_t clients_sampled;    /* the cohort the server sent tasks to */
+  uint32_t clients_reported;   /* updates the server accepted */
+  double seconds;              /* real time the round took */
+  uint64_t bytes_sent;         /* by the server, tensor data and messages */
+  uint64_t bytes_received;     /* by the server */
+  double simulated_seconds;    /* virtual clock when the round closed */
+} fedc_round_record;
+
+/* Writes rec as one JSON object and a newline. deterministic leaves out
+ * "seconds". Returns 0 or FEDC_EIO. */
+int fedc_report_write_jsonl(FILE *out, const fedc_round_record *rec,
+                            int deterministic);
+
+/* A one-line progress bar redrawn in place with '\r'. */
+typedef struct fedc_progress {
+  FILE *out;                   /* NULL turns the bar off */
+  uint64_t total_rounds;
+  int width;                   /* characters between the brackets */
+} fedc_progress;
+
+/* Turns the bar on only when out is a terminal. */
+void fedc_progress_init(fedc_progress *p, FILE *out, uint64_t total_rounds);
+
+/* Redraws the bar after rec; real_total is the real seconds since start. */
+void fedc_progress_update(fedc_progress *p, const fedc_round_record *rec,
+                          double real_total);
+
+/* Ends the bar's line so later output starts on a new one. */
+void fedc_progress_finish(fedc_progress *p);
+
+/* Formats seconds as "3d04h", "2h05m", "4m07s" or "12.3s" into buf. */
+void fedc_format_duration(double seconds, char *buf, size_t len);
+
+#endif
