@@ -1,5 +1,6 @@
 #include "agg/agg.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -18,8 +19,8 @@ struct fedc_agg {
   fedc_tensor_list layout;  /* names, dtypes and shapes; every data is NULL */
   size_t numel;             /* parameters in the model, all tensors */
 
-  /* The round. While it is open, sum is the weighted sum of the updates;
-   * during finish the same buffer stores the aggregate, then the step. */
+  /* The round. For the streaming strategies sum is the weighted sum of
+   * the updates; the robust ones write their aggregate to it in finish. */
   double *sum;
   double weight_sum;
   size_t count;
@@ -373,13 +374,6 @@ size_t fedc_agg_count(const fedc_agg *agg)
   return agg->count;
 }
 
-/* Turns the weighted sum into the weighted mean of the updates. */
-static void weighted_mean(fedc_agg *agg)
-{
-  for (size_t j = 0; j < agg->numel; j++)
-    agg->sum[j] /= agg->weight_sum;
-}
-
 static double sign(double x)
 {
   if (x > 0.0)
@@ -389,58 +383,92 @@ static double sign(double x)
   return 0.0;
 }
 
-/* Turns the aggregate d in agg->sum into the server step, updating the
- * optimizer state. Formulas follow Reddi et al., "Adaptive Federated
- * Optimization" (ICLR 2021), Algorithm 2, without bias correction. */
-static void server_step(fedc_agg *agg)
+/* Returns coordinate j of the round's aggregate. The streaming strategies
+ * keep the weighted sum in agg->sum until the round is over, so a finish
+ * that fails leaves their round intact; the robust ones have already
+ * written their aggregate there. */
+static double aggregate_at(const fedc_agg *agg, size_t j)
 {
-  const fedc_agg_config *c = &agg->config;
-  double *d = agg->sum;
-  double *m = agg->moment1;
-  double *v = agg->moment2;
-
-  for (size_t j = 0; j < agg->numel; j++) {
-    double g = d[j];
-
-    switch (c->strategy) {
-    case FEDC_AGG_FEDAVGM:
-      m[j] = c->server_momentum * m[j] + g;
-      d[j] = c->server_lr * m[j];
-      break;
-    case FEDC_AGG_FEDADAM:
-    case FEDC_AGG_FEDYOGI:
-    case FEDC_AGG_FEDADAGRAD:
-      m[j] = c->beta1 * m[j] + (1.0 - c->beta1) * g;
-      if (c->strategy == FEDC_AGG_FEDADAM)
-        v[j] = c->beta2 * v[j] + (1.0 - c->beta2) * g * g;
-      else if (c->strategy == FEDC_AGG_FEDYOGI)
-        v[j] -= (1.0 - c->beta2) * g * g * sign(v[j] - g * g);
-      else
-        v[j] += g * g;
-      d[j] = c->server_lr * m[j] / (sqrt(v[j]) + c->tau);
-      break;
-    default:
-      d[j] *= c->server_lr;
-      break;
-    }
-  }
+  if (agg->rows)
+    return agg->sum[j];
+  return agg->sum[j] / agg->weight_sum;
 }
 
-static void apply_step(const fedc_agg *agg, fedc_tensor_list *global)
+/* Returns the server step for one coordinate with aggregate g and advances
+ * that coordinate's optimizer state in *m and *v. The adaptive formulas
+ * follow Reddi et al., "Adaptive Federated Optimization" (ICLR 2021),
+ * without bias correction. */
+static double coordinate_step(const fedc_agg_config *c, double g, double *m,
+                              double *v)
 {
-  const double *step = agg->sum;
+  switch (c->strategy) {
+  case FEDC_AGG_FEDAVGM:
+    *m = c->server_momentum * *m + g;
+    return c->server_lr * *m;
+  case FEDC_AGG_FEDADAM:
+    *v = c->beta2 * *v + (1.0 - c->beta2) * g * g;
+    break;
+  case FEDC_AGG_FEDYOGI:
+    *v -= (1.0 - c->beta2) * g * g * sign(*v - g * g);
+    break;
+  case FEDC_AGG_FEDADAGRAD:
+    *v += g * g;
+    break;
+  default:
+    return c->server_lr * g;
+  }
+  *m = c->beta1 * *m + (1.0 - c->beta1) * g;
+  return c->server_lr * *m / (sqrt(*v) + c->tau);
+}
+
+/* Returns parameter j's value after the step, given its value x now, and
+ * stores its advanced optimizer state in *m and *v. */
+static double next_value(const fedc_agg *agg, size_t j, float x, double *m,
+                         double *v)
+{
+  *m = agg->moment1 ? agg->moment1[j] : 0.0;
+  *v = agg->moment2 ? agg->moment2[j] : 0.0;
+  return (double)x + coordinate_step(&agg->config, aggregate_at(agg, j), m, v);
+}
+
+/* Checks that the step leaves every parameter a finite float, without
+ * changing anything. Returns 0 or FEDC_ENONFINITE. */
+static int check_step(const fedc_agg *agg, const fedc_tensor_list *global)
+{
+  size_t j = 0;
+  double m, v;
+
+  for (size_t i = 0; i < global->count; i++) {
+    const fedc_tensor *t = &global->items[i];
+    const float *x = t->data;
+    uint64_t n = fedc_tensor_numel(t);
+
+    for (uint64_t k = 0; k < n; k++, j++)
+      if (!(fabs(next_value(agg, j, x[k], &m, &v)) <= FLT_MAX))
+        return FEDC_ENONFINITE;
+  }
+  return 0;
+}
+
+static void apply_step(fedc_agg *agg, fedc_tensor_list *global)
+{
+  size_t j = 0;
+  double m, v;
 
   for (size_t i = 0; i < global->count; i++) {
     fedc_tensor *t = &global->items[i];
     float *x = t->data;
     uint64_t n = fedc_tensor_numel(t);
 
-    for (uint64_t j = 0; j < n; j++)
-      x[j] = (float)((double)x[j] + step[j]);
-    step += n;
+    for (uint64_t k = 0; k < n; k++, j++) {
+      x[k] = (float)next_value(agg, j, x[k], &m, &v);
+      if (agg->moment1)
+        agg->moment1[j] = m;
+      if (agg->moment2)
+        agg->moment2[j] = v;
+    }
   }
 }
-
 
 size_t fedc_agg_min_updates(const fedc_agg *agg)
 {
@@ -513,10 +541,17 @@ int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global)
     rc = robust_aggregate(agg);
     if (rc < 0)
       return rc;
-  } else {
-    weighted_mean(agg);
   }
-  server_step(agg);
+
+  /* Check before writing, so a round whose step would overflow leaves
+   * the model and the optimizer state as they were. */
+  rc = check_step(agg, global);
+  if (rc < 0) {
+    fedc_warn("agg", "%s step would make the model NaN, Inf or beyond "
+              "float range; round kept, updates=%zu",
+              fedc_agg_strategy_name(agg->config.strategy), agg->count);
+    return rc;
+  }
   apply_step(agg, global);
   fedc_agg_begin(agg);
   return 0;

@@ -78,8 +78,9 @@ size_t fedc_agg_count(const fedc_agg *agg);
 /* Applies the round's aggregate to global in place and empties the round.
  * Returns 0, FEDC_ESHAPE if global's layout differs from the model's,
  * FEDC_ESTATE if no update or fewer than fedc_agg_min_updates() were added,
- * or FEDC_ENOMEM. On error global, the round and the optimizer state are
- * unchanged, so more updates can still be added. */
+ * FEDC_ENONFINITE if the step would make a parameter NaN, Inf or too large
+ * for a float, or FEDC_ENOMEM. On error global, the round and the optimizer
+ * state are unchanged, so more updates can still be added. */
 int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global);
 
 /* Returns the bytes the strategy holds for a round of n updates. */
