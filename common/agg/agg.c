@@ -118,26 +118,27 @@ static int in_unit_interval(double x)
   return x >= 0.0 && x < 1.0;
 }
 
-static int check_config(const fedc_agg_config *c)
+/* Returns what is wrong with config, or NULL when it is valid. */
+static const char *config_error(const fedc_agg_config *c)
 {
   if ((size_t)c->strategy >= STRATEGY_COUNT)
-    return FEDC_EINVAL;
+    return "unknown strategy";
   if (!(c->server_lr > 0.0) || !isfinite(c->server_lr))
-    return FEDC_EINVAL;
+    return "server_lr must be positive and finite";
   if (!(c->clip_norm >= 0.0) || !isfinite(c->clip_norm))
-    return FEDC_EINVAL;
+    return "clip_norm must be 0 (off) or positive and finite";
   if (c->strategy == FEDC_AGG_FEDAVGM && !in_unit_interval(c->server_momentum))
-    return FEDC_EINVAL;
+    return "server_momentum must be in [0, 1)";
   if (is_adaptive(c->strategy)) {
     if (!in_unit_interval(c->beta1) || !in_unit_interval(c->beta2))
-      return FEDC_EINVAL;
+      return "beta1 and beta2 must be in [0, 1)";
     if (!(c->tau > 0.0) || !isfinite(c->tau))
-      return FEDC_EINVAL;
+      return "tau must be positive and finite";
   }
   if (c->strategy == FEDC_AGG_TRIMMED_MEAN &&
       !(c->trim_fraction >= 0.0 && c->trim_fraction < 0.5))
-    return FEDC_EINVAL;
-  return 0;
+    return "trim_fraction must be in [0, 0.5)";
+  return NULL;
 }
 
 /* Copies the names, dtypes and shapes of layout, without data, and counts
@@ -146,8 +147,10 @@ static int copy_layout(fedc_agg *agg, const fedc_tensor_list *layout)
 {
   size_t total = 0;
 
-  if (layout->count == 0)
+  if (layout->count == 0) {
+    fedc_error("agg", "the model has no tensors");
     return FEDC_EINVAL;
+  }
   agg->layout.items = calloc(layout->count, sizeof(fedc_tensor));
   if (!agg->layout.items)
     return FEDC_ENOMEM;
@@ -158,16 +161,21 @@ static int copy_layout(fedc_agg *agg, const fedc_tensor_list *layout)
     const fedc_tensor *t = &layout->items[i];
     uint64_t n = fedc_tensor_numel(t);
 
-    if (t->dtype != FEDC_DTYPE_F32)
+    if (t->dtype != FEDC_DTYPE_F32) {
+      fedc_error("agg", "tensor %s is not F32, the only dtype aggregation "
+                 "supports", t->name);
       return FEDC_EUNSUPPORTED;
+    }
     if (n > SIZE_MAX / sizeof(double) - total)
       return FEDC_EOVERFLOW;
     agg->layout.items[i] = *t;
     agg->layout.items[i].data = NULL;
     total += (size_t)n;
   }
-  if (total == 0)
+  if (total == 0) {
+    fedc_error("agg", "the model has no parameters");
     return FEDC_EINVAL;
+  }
   agg->numel = total;
   return 0;
 }
@@ -206,13 +214,16 @@ static int alloc_state(fedc_agg *agg)
 int fedc_agg_new(const fedc_agg_config *config, const fedc_tensor_list *layout,
                  fedc_agg **out)
 {
+  const char *problem = config_error(config);
   fedc_agg *agg = NULL;
   int rc;
 
   *out = NULL;
-  rc = check_config(config);
-  if (rc < 0)
+  if (problem) {
+    fedc_error("agg", "invalid aggregation config: %s", problem);
+    rc = FEDC_EINVAL;
     goto out;
+  }
   agg = calloc(1, sizeof(*agg));
   if (!agg) {
     rc = FEDC_ENOMEM;
@@ -529,11 +540,11 @@ int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global)
   if (agg->count == 0)
     return FEDC_ESTATE;
   if (agg->count < fedc_agg_min_updates(agg)) {
-    fedc_warn("agg", "%s needs at least %zu updates, round has %zu "
-              "krum_byzantine=%" PRIu32,
+    fedc_warn("agg", "%s with krum_byzantine=%" PRIu32 " needs at least "
+              "%zu updates; round kept, updates=%zu",
               fedc_agg_strategy_name(agg->config.strategy),
-              fedc_agg_min_updates(agg), agg->count,
-              agg->config.krum_byzantine);
+              agg->config.krum_byzantine, fedc_agg_min_updates(agg),
+              agg->count);
     return FEDC_ESTATE;
   }
 

@@ -40,7 +40,11 @@ typedef struct fedc_agg_config {
 
 typedef struct fedc_agg fedc_agg;
 
-/* Fills config with the defaults of strategy. */
+/* Fills config with the defaults of strategy (docs/aggregation.md lists
+ * them): server_lr 1.0, or 0.1 for FedAvgM and 0.01 for the adaptive
+ * optimizers; momentum 0.9; beta1 0.9 (0 for FedAdagrad); beta2 0.99;
+ * tau 1e-3; trim_fraction 0.1; krum_byzantine 1; multi_krum_m 0;
+ * clip_norm 0. */
 void fedc_agg_config_default(fedc_agg_config *config,
                              enum fedc_agg_strategy strategy);
 
