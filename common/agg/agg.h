@@ -87,7 +87,10 @@ size_t fedc_agg_count(const fedc_agg *agg);
  * state are unchanged, so more updates can still be added. */
 int fedc_agg_finish(fedc_agg *agg, fedc_tensor_list *global);
 
-/* Returns the bytes the strategy holds for a round of n updates. */
+/* Returns the bytes the strategy holds for a round of n updates, including
+ * what finish allocates. The FedAvg family's figure does not depend on n;
+ * median, trimmed mean and Krum keep a float copy of every update of the
+ * round, so theirs grows by about 4 bytes per parameter per update. */
 uint64_t fedc_agg_memory(const fedc_agg *agg, size_t n);
 
 /* Returns the fewest updates fedc_agg_finish() accepts: 2f + 3 for Krum
