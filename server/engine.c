@@ -1,0 +1,577 @@
+/* The server engine's events: peers, handshakes and messages. The round
+ * lifecycle is in round.c. */
+#include "server/engine.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/engine_impl.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define LOG_COMPONENT "engine"
+
+/* Bytes a chunk envelope adds to its data: tags, lengths and the other
+ * fields. A generous bound, used to check that chunks fit in a frame. */
+#define CHUNK_OVERHEAD_BYTES 64
+
+void fedc_server_engine_config_default(fedc_server_engine_config *config)
+{
+  memset(config, 0, sizeof(*config));
+  config->min_clients = 2;
+  config->fraction_fit = 1.0;
+  config->min_fit_clients = 1;
+  config->quorum_fraction = 1.0;
+  config->quorum_count = 1;
+  config->round_deadline_ms = 10 * 60 * 1000;
+  config->total_rounds = 10;
+  config->evaluate_every = 1;
+  config->train.local_epochs = 1;
+  config->train.batch_size = 32;
+  config->train.learning_rate = 0.01f;
+  config->model_spec = "";
+  config->server_id = "fedc-server";
+  fedc_agg_config_default(&config->agg, FEDC_AGG_FEDAVG);
+  config->chunk_bytes = 1u << 20;
+  config->max_frame_bytes = 4u << 20;
+}
+
+static int check_config(const fedc_server_engine_config *c)
+{
+  if (!(c->fraction_fit > 0.0 && c->fraction_fit <= 1.0))
+    return FEDC_EINVAL;
+  if (!(c->quorum_fraction >= 0.0 && c->quorum_fraction <= 1.0))
+    return FEDC_EINVAL;
+  if (c->max_fit_clients > 0 && c->max_fit_clients < c->min_fit_clients)
+    return FEDC_EINVAL;
+  if (c->round_deadline_ms == 0 || c->chunk_bytes == 0)
+    return FEDC_EINVAL;
+  if (c->max_frame_bytes > 0 &&
+      c->chunk_bytes > c->max_frame_bytes - CHUNK_OVERHEAD_BYTES)
+    return FEDC_EINVAL;
+  if (!c->model_spec || strlen(c->model_spec) > FEDC_MODEL_SPEC_MAX)
+    return FEDC_EINVAL;
+  if (!c->server_id || strlen(c->server_id) > FEDC_ID_MAX)
+    return FEDC_EINVAL;
+  return 0;
+}
+
+static int init_engine(fedc_server_engine *e,
+                       const fedc_server_engine_config *config,
+                       fedc_tensor_list *model, const fedc_tensor_list *state)
+{
+  int rc;
+
+  e->config = *config;
+  snprintf(e->model_spec, sizeof(e->model_spec), "%s", config->model_spec);
+  snprintf(e->server_id, sizeof(e->server_id), "%s", config->server_id);
+  e->config.model_spec = e->model_spec;
+  e->config.server_id = e->server_id;
+  fedc_peers_init(&e->peers);
+  e->next_timer = 1;
+
+  rc = fedc_agg_new(&config->agg, model, &e->agg);
+  if (rc == 0 && state)
+    rc = fedc_agg_state_load(e->agg, state);
+  if (rc == 0)
+    rc = fedc_snapshot_new(model, &e->global);
+  return rc;
+}
+
+int fedc_server_engine_new(const fedc_server_engine_config *config,
+                           fedc_tensor_list *model, uint64_t completed_rounds,
+                           const fedc_tensor_list *agg_state,
+                           fedc_server_engine **out)
+{
+  fedc_server_engine *e;
+  int rc;
+
+  *out = NULL;
+  rc = check_config(config);
+  if (rc < 0)
+    return rc;
+  e = calloc(1, sizeof(*e));
+  if (!e)
+    return FEDC_ENOMEM;
+
+  rc = init_engine(e, config, model, agg_state);
+  if (rc < 0) {
+    fedc_server_engine_free(&e);
+    return rc;
+  }
+  e->last_round = completed_rounds;
+  e->round.id = completed_rounds;
+  *out = e;
+  return 0;
+}
+
+void fedc_server_engine_free(fedc_server_engine **engine)
+{
+  fedc_server_engine *e;
+
+  if (!engine || !*engine)
+    return;
+  e = *engine;
+  fedc_peers_close(&e->peers);
+  fedc_agg_free(&e->agg);
+  fedc_snapshot_unref(&e->global);
+  free(e->scratch);
+  free(e);
+  *engine = NULL;
+}
+
+/* Copies a string from a peer for a log line or a reason: printable ASCII
+ * only, at most size - 1 bytes. */
+static void copy_printable(char *dst, size_t size, const char *src)
+{
+  size_t n = 0;
+
+  for (; src && *src && n + 1 < size; src++)
+    dst[n++] = (*src >= 0x20 && *src <= 0x7e) ? *src : '?';
+  dst[n] = '\0';
+}
+
+static void remove_peer(fedc_server_engine *e, fedc_peer *peer)
+{
+  if (peer->client_id[0] != '\0')
+    e->stats.clients--;
+  e->stats.peers--;
+  fedc_peers_remove(&e->peers, peer);
+}
+
+/* Takes peer out of the round, emits CLOSE and removes it. */
+static int close_peer(fedc_server_engine *e, fedc_peer *peer,
+                      enum fedc_server_reject reject, const char *reason,
+                      fedc_server_actions *out)
+{
+  fedc_server_action *a = fedc_server_actions_push(out, FEDC_SERVER_ACTION_CLOSE);
+
+  if (!a)
+    return FEDC_ENOMEM;
+  a->close.peer = peer->id;
+  a->close.reject = reject;
+  snprintf(a->close.client_id, sizeof(a->close.client_id), "%s",
+           peer->client_id);
+  snprintf(a->close.reason, sizeof(a->close.reason), "%s", reason);
+  fedc_round_drop_member(e, peer);
+  remove_peer(e, peer);
+  return 0;
+}
+
+/* Closes peer for an offense: sends it an Error with code and the reason,
+ * counts the rejection, and closes it. Peer pointers are invalid after. */
+__attribute__((format(printf, 6, 7)))
+static int reject_peer(fedc_server_engine *e, fedc_server_actions *out,
+                       fedc_peer *peer, enum fedc_server_reject reject,
+                       Fedc__ErrorCode code, const char *fmt, ...)
+{
+  char reason[FEDC_REASON_MAX];
+  fedc_message *error = NULL;
+  uint64_t round = e->phase == FEDC_SERVER_TRAINING ? e->round.id : 0;
+  va_list ap;
+  int rc;
+
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  va_end(ap);
+
+  rc = fedc_message_error(code, reason, round, &error);
+  if (rc == 0)
+    rc = fedc_server_actions_send(out, peer->id, error);
+  if (rc < 0)
+    return rc;
+  e->stats.rejected[reject]++;
+  return close_peer(e, peer, reject, reason, out);
+}
+
+/* Client ids go into log lines and metric labels: 1 to FEDC_ID_MAX bytes of
+ * printable ASCII without spaces. */
+static bool client_id_is_valid(const char *id)
+{
+  size_t len = id ? strnlen(id, FEDC_ID_MAX + 1) : 0;
+
+  if (len == 0 || len > FEDC_ID_MAX)
+    return false;
+  for (size_t i = 0; i < len; i++)
+    if (id[i] < 0x21 || id[i] > 0x7e)
+      return false;
+  return true;
+}
+
+/* Registers the peer under the Hello's client id. A second connection of a
+ * registered client replaces the first: the usual cause is a client that
+ * reconnected before the server noticed its old connection die, and with
+ * mutual TLS only the holder of the client's key can do it. */
+static int on_hello(fedc_server_engine *e, fedc_peer *peer,
+                    const Fedc__Hello *hello, fedc_server_actions *out)
+{
+  uint64_t id = peer->id;
+  fedc_message *welcome = NULL;
+  fedc_peer *older;
+  int rc;
+
+  if (peer->state != FEDC_PEER_HANDSHAKE)
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "second Hello");
+  if (hello->protocol_version != FEDC_PROTOCOL_VERSION)
+    return reject_peer(e, out, peer, FEDC_REJECT_VERSION,
+                       FEDC__ERROR_CODE__BAD_VERSION,
+                       "Hello has protocol version %u, expected %u",
+                       hello->protocol_version, FEDC_PROTOCOL_VERSION);
+  if (!client_id_is_valid(hello->client_id))
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "invalid client id: "
+                       "expected 1 to %d printable characters", FEDC_ID_MAX);
+  if (peer->identity[0] != '\0' &&
+      strcmp(peer->identity, hello->client_id) != 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "client id %s does not "
+                       "match the certificate identity %s", hello->client_id,
+                       peer->identity);
+
+  older = fedc_peers_find_client(&e->peers, hello->client_id);
+  if (older) {
+    rc = reject_peer(e, out, older, FEDC_REJECT_DUPLICATE_CLIENT,
+                     FEDC__ERROR_CODE__DUPLICATE, "client %s connected again; "
+                     "this older connection is replaced", hello->client_id);
+    if (rc < 0)
+      return rc;
+    peer = fedc_peers_find(&e->peers, id);
+  }
+
+  fedc_peers_set_client(&e->peers, peer, hello->client_id);
+  peer->state = FEDC_PEER_IDLE;
+  peer->hello_examples = hello->num_examples;
+  e->stats.clients++;
+  rc = fedc_message_welcome(e->server_id, e->round.id,
+                            e->config.max_frame_bytes, e->config.chunk_bytes,
+                            &welcome);
+  if (rc < 0)
+    return rc;
+  return fedc_server_actions_send(out, peer->id, welcome);
+}
+
+/* Checks that a FitResult belongs to the open round, comes from a member
+ * of its cohort and is that member's first. Returns 1 when it does, or the
+ * result of rejecting the peer. */
+static int admit_result(fedc_server_engine *e, fedc_peer *peer,
+                        const Fedc__FitResult *r, fedc_server_actions *out)
+{
+  if (e->phase != FEDC_SERVER_TRAINING || r->round != e->round.id)
+    return reject_peer(e, out, peer, FEDC_REJECT_STALE,
+                       FEDC__ERROR_CODE__STALE_ROUND, "result for round %llu, "
+                       "which is not open", (unsigned long long)r->round);
+  if (peer->task_round != e->round.id)
+    return reject_peer(e, out, peer, FEDC_REJECT_NOT_SAMPLED,
+                       FEDC__ERROR_CODE__NOT_SAMPLED, "result for round %llu "
+                       "from a client not sampled for it",
+                       (unsigned long long)r->round);
+  if (peer->state != FEDC_PEER_TRAINING)
+    return reject_peer(e, out, peer, FEDC_REJECT_DUPLICATE_RESULT,
+                       FEDC__ERROR_CODE__DUPLICATE, "second result for round "
+                       "%llu", (unsigned long long)r->round);
+  if (r->num_examples == 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "result with "
+                       "num_examples 0");
+  return 1;
+}
+
+static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
+                         const Fedc__FitResult *r, fedc_server_actions *out)
+{
+  const fedc_tensor_list *model = fedc_snapshot_tensors(e->global);
+  fedc_spec_limits limits = { model->count, fedc_tensor_list_nbytes(model) };
+  char reason[FEDC_ASSEMBLER_REASON_MAX];
+  int rc = admit_result(e, peer, r, out);
+
+  if (rc <= 0)
+    return rc;
+  rc = fedc_assembler_new(e->round.id, FEDC__STREAM_KIND__UPDATE, r->update,
+                          r->n_update, &limits, model, &peer->upload, reason,
+                          sizeof(reason));
+  if (rc == FEDC_ENOMEM)
+    return reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
+                       FEDC__ERROR_CODE__INTERNAL, "out of memory for the "
+                       "update");
+  if (rc < 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_SHAPE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "update does not match "
+                       "the model: %s", reason);
+
+  peer->state = FEDC_PEER_UPLOADING;
+  peer->result_examples = r->num_examples;
+  peer->result_loss = fedc_message_find_metric(r->metrics, r->n_metrics,
+                                               "train_loss", NAN);
+  peer->result_accuracy = fedc_message_find_metric(r->metrics, r->n_metrics,
+                                                   "train_accuracy", NAN);
+  return 0;
+}
+
+/* Folds the peer's complete update into the aggregate. fedc_agg repeats
+ * the layout and finiteness checks that the assembler made. */
+static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
+                         fedc_server_actions *out)
+{
+  fedc_tensor_list update;
+  int rc;
+
+  fedc_tensor_list_init(&update);
+  rc = fedc_assembler_take(peer->upload, &update);
+  fedc_assembler_free(&peer->upload);
+  if (rc == 0)
+    rc = fedc_round_accept(e, peer, &update);
+  fedc_tensor_list_close(&update);
+
+  if (rc == FEDC_ESHAPE)
+    return reject_peer(e, out, peer, FEDC_REJECT_SHAPE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "update layout rejected");
+  if (rc == FEDC_ENONFINITE)
+    return reject_peer(e, out, peer, FEDC_REJECT_NONFINITE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "NaN or Inf in update");
+  if (rc < 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
+                       FEDC__ERROR_CODE__INTERNAL, "update not aggregated: %s",
+                       fedc_strerror(rc));
+  return 0;
+}
+
+static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
+                    const Fedc__TensorChunk *chunk, fedc_server_actions *out)
+{
+  bool open = e->phase == FEDC_SERVER_TRAINING && chunk->round == e->round.id;
+  int rc;
+
+  if (peer->state != FEDC_PEER_UPLOADING && !open)
+    return reject_peer(e, out, peer, FEDC_REJECT_STALE,
+                       FEDC__ERROR_CODE__STALE_ROUND, "chunk for round %llu, "
+                       "which is not open", (unsigned long long)chunk->round);
+  if (peer->state != FEDC_PEER_UPLOADING)
+    return reject_peer(e, out, peer, FEDC_REJECT_CHUNK,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "chunk without a "
+                       "FitResult");
+
+  rc = fedc_assembler_add(peer->upload, chunk);
+  if (rc == FEDC_ENONFINITE)
+    return reject_peer(e, out, peer, FEDC_REJECT_NONFINITE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "%s",
+                       fedc_assembler_reason(peer->upload));
+  if (rc < 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_CHUNK,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "%s",
+                       fedc_assembler_reason(peer->upload));
+
+  e->round.bytes_received += chunk->data.len;
+  e->stats.bytes_received += chunk->data.len;
+  return rc == 1 ? finish_upload(e, peer, out) : 0;
+}
+
+/* A client that cannot finish its task (training failed) says so with an
+ * Error; it leaves the round but stays connected and becomes idle. */
+static int on_client_error(fedc_server_engine *e, fedc_peer *peer,
+                           const Fedc__Error *error)
+{
+  char text[FEDC_REASON_MAX];
+
+  copy_printable(text, sizeof(text), error->message);
+  e->stats.client_errors++;
+  fedc_info(LOG_COMPONENT, "client reported an error client=%s round=%llu "
+            "code=%d message=\"%s\"", peer->client_id,
+            (unsigned long long)error->round, (int)error->code, text);
+  if (error->round == e->round.id && peer->task_round == e->round.id &&
+      (peer->state == FEDC_PEER_TRAINING ||
+       peer->state == FEDC_PEER_UPLOADING)) {
+    fedc_round_drop_member(e, peer);
+    peer->state = FEDC_PEER_IDLE;
+  }
+  return 0;
+}
+
+static int on_goodbye(fedc_server_engine *e, fedc_peer *peer,
+                      const Fedc__Goodbye *bye, fedc_server_actions *out)
+{
+  char text[FEDC_REASON_MAX / 2];
+  char reason[FEDC_REASON_MAX];
+
+  copy_printable(text, sizeof(text), bye->reason);
+  snprintf(reason, sizeof(reason), "client said goodbye: %s", text);
+  return close_peer(e, peer, FEDC_REJECT_NONE, reason, out);
+}
+
+/* Returns the body of a message, NULL when its case is set but its pointer
+ * is not (possible only in an envelope built in memory). */
+static const void *body_of(const Fedc__Envelope *m)
+{
+  switch (m->body_case) {
+  case FEDC__ENVELOPE__BODY_HELLO: return m->hello;
+  case FEDC__ENVELOPE__BODY_FIT_RESULT: return m->fit_result;
+  case FEDC__ENVELOPE__BODY_CHUNK: return m->chunk;
+  case FEDC__ENVELOPE__BODY_ERROR: return m->error;
+  case FEDC__ENVELOPE__BODY_GOODBYE: return m->goodbye;
+  default: return NULL;
+  }
+}
+
+static int dispatch(fedc_server_engine *e, fedc_peer *peer,
+                    const Fedc__Envelope *m, fedc_server_actions *out)
+{
+  if (m->protocol_version != FEDC_PROTOCOL_VERSION)
+    return reject_peer(e, out, peer, FEDC_REJECT_VERSION,
+                       FEDC__ERROR_CODE__BAD_VERSION, "protocol version %u, "
+                       "expected %u", m->protocol_version,
+                       FEDC_PROTOCOL_VERSION);
+  if (!body_of(m))
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "unexpected message "
+                       "(body case %d) from a client", (int)m->body_case);
+  if (m->body_case == FEDC__ENVELOPE__BODY_HELLO)
+    return on_hello(e, peer, m->hello, out);
+  if (peer->state == FEDC_PEER_HANDSHAKE)
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "message before Hello");
+
+  switch (m->body_case) {
+  case FEDC__ENVELOPE__BODY_FIT_RESULT:
+    return on_fit_result(e, peer, m->fit_result, out);
+  case FEDC__ENVELOPE__BODY_CHUNK:
+    return on_chunk(e, peer, m->chunk, out);
+  case FEDC__ENVELOPE__BODY_ERROR:
+    return on_client_error(e, peer, m->error);
+  default:
+    return on_goodbye(e, peer, m->goodbye, out);
+  }
+}
+
+int fedc_server_engine_start(fedc_server_engine *engine, uint64_t now_ms,
+                             fedc_server_actions *out)
+{
+  fedc_server_engine *e = engine;
+
+  if (e->phase == FEDC_SERVER_DONE || e->started)
+    return 0;
+  e->started = true;
+  if (e->config.total_rounds > 0 && e->last_round >= e->config.total_rounds)
+    return fedc_round_done(e, "all rounds finished", out);
+  return fedc_round_settle(e, now_ms, out);
+}
+
+int fedc_server_engine_connected(fedc_server_engine *engine, uint64_t now_ms,
+                                 uint64_t peer, const char *identity,
+                                 fedc_server_actions *out)
+{
+  fedc_server_engine *e = engine;
+  fedc_peer *p = NULL;
+  int rc;
+
+  if (fedc_peers_find(&e->peers, peer))
+    return FEDC_EINVAL;
+  if (e->phase == FEDC_SERVER_DONE)
+    return fedc_round_goodbye(peer, "", "training finished", out);
+  rc = fedc_peers_add(&e->peers, peer, &p);
+  if (rc < 0)
+    return rc;
+  e->stats.peers++;
+
+  if (identity && strlen(identity) > FEDC_ID_MAX)
+    return reject_peer(e, out, p, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "certificate identity "
+                       "longer than %d bytes", FEDC_ID_MAX);
+  if (identity)
+    snprintf(p->identity, sizeof(p->identity), "%s", identity);
+  return 0;
+}
+
+int fedc_server_engine_lost(fedc_server_engine *engine, uint64_t now_ms,
+                            uint64_t peer, fedc_server_actions *out)
+{
+  fedc_peer *p = fedc_peers_find(&engine->peers, peer);
+
+  if (!p)
+    return 0;
+  fedc_round_drop_member(engine, p);
+  remove_peer(engine, p);
+  return fedc_round_settle(engine, now_ms, out);
+}
+
+int fedc_server_engine_received(fedc_server_engine *engine, uint64_t now_ms,
+                                uint64_t peer, const Fedc__Envelope *message,
+                                fedc_server_actions *out)
+{
+  fedc_peer *p;
+  int rc;
+
+  if (!message)
+    return FEDC_EINVAL;
+
+  /* A message the driver read before it carried out our CLOSE. */
+  p = fedc_peers_find(&engine->peers, peer);
+  if (!p)
+    return 0;
+  rc = dispatch(engine, p, message, out);
+  if (rc < 0)
+    return rc;
+  return fedc_round_settle(engine, now_ms, out);
+}
+
+int fedc_server_engine_timer(fedc_server_engine *engine, uint64_t now_ms,
+                             uint64_t timer, fedc_server_actions *out)
+{
+  if (engine->phase != FEDC_SERVER_TRAINING || timer == 0 ||
+      timer != engine->round.timer)
+    return 0;
+  return fedc_round_deadline(engine, now_ms, out);
+}
+
+int fedc_server_engine_evaluated(fedc_server_engine *engine, uint64_t now_ms,
+                                 uint64_t round,
+                                 const fedc_server_eval *result,
+                                 fedc_server_actions *out)
+{
+  int rc;
+
+  if (engine->phase != FEDC_SERVER_EVALUATING || round != engine->round.id)
+    return FEDC_EINVAL;
+  rc = fedc_round_evaluated(engine, now_ms, result, out);
+  if (rc < 0)
+    return rc;
+  return fedc_round_settle(engine, now_ms, out);
+}
+
+int fedc_server_engine_shutdown(fedc_server_engine *engine, uint64_t now_ms,
+                                const char *reason, fedc_server_actions *out)
+{
+  int rc;
+
+  if (engine->phase == FEDC_SERVER_DONE)
+    return 0;
+  rc = fedc_round_stop(engine, now_ms, out);
+  if (rc < 0 || engine->phase == FEDC_SERVER_DONE)
+    return rc;
+  return fedc_round_done(engine, reason ? reason : "server shutting down",
+                         out);
+}
+
+enum fedc_server_phase fedc_server_engine_phase(const fedc_server_engine *e)
+{
+  return e->phase;
+}
+
+uint64_t fedc_server_engine_round(const fedc_server_engine *engine)
+{
+  return engine->round.id;
+}
+
+const fedc_tensor_list *fedc_server_engine_model(
+  const fedc_server_engine *engine)
+{
+  return fedc_snapshot_tensors(engine->global);
+}
+
+const fedc_server_stats *fedc_server_engine_stats(
+  const fedc_server_engine *engine)
+{
+  return &engine->stats;
+}

@@ -1,0 +1,77 @@
+/* The server engine's table of connected peers.
+ *
+ * Peers live in one dense array, found in O(1) by the driver's connection
+ * id and, once registered by a Hello, by client id, so the engine scales to
+ * the simulator's 10^5 clients. Adding a peer may move every peer and
+ * removing one moves the last peer into its place: callers must not keep a
+ * fedc_peer pointer across fedc_peers_add() or fedc_peers_remove(). */
+#ifndef FEDC_SERVER_PEERS_H
+#define FEDC_SERVER_PEERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire/assembler.h"
+#include "wire/message.h"
+
+enum fedc_peer_state {
+  FEDC_PEER_HANDSHAKE = 0,   /* connected, no Hello yet */
+  FEDC_PEER_IDLE,            /* registered and free to be sampled */
+  FEDC_PEER_TRAINING,        /* FitTask of task_round sent, no FitResult */
+  FEDC_PEER_UPLOADING,       /* FitResult received, update chunks arriving */
+  FEDC_PEER_REPORTED,        /* update of task_round accepted */
+};
+
+typedef struct fedc_peer {
+  uint64_t id;               /* the driver's connection id */
+  enum fedc_peer_state state;
+  char client_id[FEDC_ID_MAX + 1];  /* "" until the Hello */
+  char identity[FEDC_ID_MAX + 1];   /* TLS identity; "" when there is none */
+  uint64_t hello_examples;   /* dataset size announced in the Hello */
+
+  /* The last round this peer was sampled for, 0 for none. A peer still
+   * TRAINING or UPLOADING after its round closed is a straggler. */
+  uint64_t task_round;
+
+  /* The result being received, valid while UPLOADING. */
+  uint64_t result_examples;
+  double result_loss;        /* NaN when the client reported none */
+  double result_accuracy;
+  fedc_assembler *upload;
+} fedc_peer;
+
+typedef struct fedc_peers {
+  fedc_peer *items;
+  size_t count;
+  size_t capacity;
+
+  /* Open-addressing indexes with linear probing; a slot holds a dense
+   * index plus one, 0 is empty. Both have mask + 1 slots. */
+  uint32_t *by_id;
+  uint32_t *by_client;
+  size_t mask;
+} fedc_peers;
+
+void fedc_peers_init(fedc_peers *peers);
+
+/* Frees every peer's upload and the table. */
+void fedc_peers_close(fedc_peers *peers);
+
+/* Adds a peer in state HANDSHAKE with connection id id. Returns 0 and the
+ * peer, FEDC_EDUP if id is already present, or FEDC_ENOMEM. */
+int fedc_peers_add(fedc_peers *peers, uint64_t id, fedc_peer **out);
+
+fedc_peer *fedc_peers_find(const fedc_peers *peers, uint64_t id);
+fedc_peer *fedc_peers_find_client(const fedc_peers *peers,
+                                  const char *client_id);
+
+/* Sets the peer's client id (at most FEDC_ID_MAX bytes) and indexes it.
+ * The peer must not have one yet and no other peer may hold client_id. */
+void fedc_peers_set_client(fedc_peers *peers, fedc_peer *peer,
+                           const char *client_id);
+
+/* Frees the peer's upload and removes it. */
+void fedc_peers_remove(fedc_peers *peers, fedc_peer *peer);
+
+#endif
