@@ -8,6 +8,7 @@
 #ifndef FEDC_NN_MODEL_H
 #define FEDC_NN_MODEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "data/dataset.h"
@@ -15,6 +16,20 @@
 
 typedef struct fedc_model fedc_model;
 
+enum fedc_optimizer {
+  FEDC_OPT_SGD = 0,          /* torch.optim.SGD */
+  FEDC_OPT_ADAM,             /* torch.optim.Adam: weight decay as L2 */
+  FEDC_OPT_ADAMW,            /* torch.optim.AdamW: decoupled weight decay */
+};
+
+enum fedc_lr_schedule {
+  FEDC_LR_CONSTANT = 0,
+  FEDC_LR_STEP,              /* lr * lr_gamma^(floor(step / lr_step_size)) */
+  FEDC_LR_COSINE,            /* from lr down to lr_min over the run's steps */
+};
+
+/* A zero-filled config with epochs, batch size and learning rate set is
+ * plain SGD: every field added after max_steps defaults to off at 0. */
 typedef struct fedc_train_config {
   uint32_t local_epochs;     /* passes over the view */
   uint32_t batch_size;
@@ -24,6 +39,17 @@ typedef struct fedc_train_config {
   float proximal_mu;         /* FedProx: mu/2 * ||w - w_start||^2; 0 is off */
   uint64_t seed;             /* shuffling and dropout */
   uint32_t max_steps;        /* 0: no limit besides local_epochs */
+
+  enum fedc_optimizer optimizer;
+  int nesterov;              /* SGD: Nesterov momentum when non-zero */
+  float beta1;               /* Adam(W) moment decay; 0 means 0.9 */
+  float beta2;               /* 0 means 0.999 */
+  float eps;                 /* Adam(W) denominator term; 0 means 1e-8 */
+  enum fedc_lr_schedule lr_schedule;
+  uint32_t lr_step_size;     /* step schedule: optimizer steps per decay */
+  float lr_gamma;            /* step schedule: decay factor */
+  float lr_min;              /* cosine schedule: final learning rate */
+  float clip_norm;           /* clip the global gradient L2 norm; 0 is off */
 } fedc_train_config;
 
 typedef struct fedc_train_stats {
@@ -53,21 +79,49 @@ const char *fedc_model_spec(const fedc_model *model);
 /* Returns the number of input features the model expects per example. */
 uint32_t fedc_model_input_dim(const fedc_model *model);
 
+/* Returns the number of outputs per example (classes for a classifier). */
+uint32_t fedc_model_output_dim(const fedc_model *model);
+
+/* Returns the number of trainable parameters (floats). */
+uint64_t fedc_model_param_count(const fedc_model *model);
+
+/* Makes get_params and set_params also carry the buffers (batch norm's
+ * running_mean and running_var), after the trainable parameters. Off by
+ * default: the buffers are local state that federated averaging skips. */
+void fedc_model_set_buffers_shared(fedc_model *model, bool shared);
+
 /* Copies the trainable parameters into out (closed first), in a fixed order. */
 int fedc_model_get_params(const fedc_model *model, fedc_tensor_list *out);
 
 /* Replaces the parameters with in, which must match get_params' names and
- * shapes exactly (FEDC_ESHAPE otherwise; the model is then unchanged). */
+ * shapes exactly (FEDC_ESHAPE otherwise; the model is then unchanged).
+ * Tensors are matched by name, so their order in `in` does not matter.
+ * Also returns FEDC_ENONFINITE, leaving the model unchanged, when a value
+ * is NaN or Inf. */
 int fedc_model_set_params(fedc_model *model, const fedc_tensor_list *in);
 
 /* Trains on view with SGD as configured. Returns 0 or a FEDC_E* code;
- * FEDC_ENONFINITE if the loss diverges. */
+ * FEDC_ENONFINITE if the loss diverges, and then the parameters are put
+ * back to their values at the start of the call. Each call starts a fresh
+ * optimizer state (momentum, Adam moments); shuffling and dropout draw
+ * from config->seed only, so a fixed seed and OpenBLAS thread count
+ * reproduce the same parameters. */
 int fedc_model_train(fedc_model *model, const fedc_dataset_view *view,
                      const fedc_train_config *config, fedc_train_stats *stats);
 
-/* Computes mean softmax cross-entropy loss and accuracy on view. */
+/* Computes the mean loss (the spec's loss, softmax cross-entropy unless it
+ * says otherwise) and accuracy on view, in eval mode. */
 int fedc_model_evaluate(fedc_model *model, const fedc_dataset_view *view,
                         fedc_eval_stats *stats);
+
+/* Like fedc_model_evaluate, and also counts, for each label below
+ * num_classes, its examples (class_total) and the correctly predicted ones
+ * (class_correct); both arrays have num_classes entries. */
+int fedc_model_evaluate_classes(fedc_model *model,
+                                const fedc_dataset_view *view,
+                                fedc_eval_stats *stats, uint32_t num_classes,
+                                uint64_t *class_correct,
+                                uint64_t *class_total);
 
 /* Sets the OpenBLAS thread count for this process (0 leaves it as is). */
 void fedc_nn_set_threads(int threads);

@@ -1,0 +1,71 @@
+#include "nn/blas.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <limits.h>
+
+static enum fedc_blas_backend backend = FEDC_BLAS_OPENBLAS;
+
+void fedc_blas_set_backend(enum fedc_blas_backend b)
+{
+  backend = b;
+}
+
+enum fedc_blas_backend fedc_blas_get_backend(void)
+{
+  return backend;
+}
+
+void fedc_blas_sgemm_ref(bool trans_a, bool trans_b, size_t m, size_t n,
+                         size_t k, float alpha, const float *a, size_t lda,
+                         const float *b, size_t ldb, float beta,
+                         float *c, size_t ldc)
+{
+  for (size_t i = 0; i < m; i++) {
+    for (size_t j = 0; j < n; j++) {
+      double sum = 0.0;
+
+      for (size_t p = 0; p < k; p++) {
+        float av = trans_a ? a[p * lda + i] : a[i * lda + p];
+        float bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+
+        sum += (double)av * bv;
+      }
+      /* beta == 0 must not read C, which may be uninitialised. */
+      c[i * ldc + j] = beta == 0.0f ? (float)(alpha * sum)
+                                    : (float)(alpha * sum + beta * c[i * ldc + j]);
+    }
+  }
+}
+
+void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                     float alpha, const float *a, size_t lda,
+                     const float *b, size_t ldb, float beta,
+                     float *c, size_t ldc)
+{
+  if (m == 0 || n == 0)
+    return;
+  if (backend == FEDC_BLAS_REFERENCE || k == 0) {
+    fedc_blas_sgemm_ref(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                        beta, c, ldc);
+    return;
+  }
+  /* The strides must cover the rows they describe; cblas takes int sizes. */
+  assert(lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n);
+  assert(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX &&
+         ldb <= INT_MAX && ldc <= INT_MAX);
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
+              alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+void fedc_blas_set_threads(int threads)
+{
+  if (threads > 0)
+    openblas_set_num_threads(threads);
+}
+
+int fedc_blas_get_threads(void)
+{
+  return openblas_get_num_threads();
+}
