@@ -99,3 +99,28 @@ void test_rmtree(const char *folder)
   closedir(dir);
   rmdir(folder);
 }
+
+char *test_scratch;
+
+void test_scratch_make(void)
+{
+  test_scratch = test_mkdtemp();
+  if (test_scratch == NULL)
+    abort();
+}
+
+void test_scratch_remove(void)
+{
+  test_rmtree(test_scratch);
+  free(test_scratch);
+  test_scratch = NULL;
+}
+
+char *test_scratch_path(const char *name)
+{
+  char *path;
+
+  if (asprintf(&path, "%s/%s", test_scratch, name) < 0)
+    abort();
+  return path;
+}

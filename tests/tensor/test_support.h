@@ -15,4 +15,12 @@ char *test_mkdtemp(void);
 /* Removes the files in folder, then the folder itself (one level only). */
 void test_rmtree(const char *folder);
 
+/* A scratch folder for Check fixtures: test_scratch_make() creates it (and
+ * aborts when it cannot), test_scratch_remove() deletes it, and
+ * test_scratch_path() returns the malloc'ed path of a file name in it. */
+extern char *test_scratch;
+void test_scratch_make(void);
+void test_scratch_remove(void);
+char *test_scratch_path(const char *name);
+
 #endif
