@@ -330,14 +330,27 @@ out:
   return rc;
 }
 
+/* Returns OpenSSL's reason for err; system errors carry an errno. */
+static const char *tls_reason(unsigned long err, char *buf, size_t size)
+{
+  const char *reason;
+
+  if (err == 0)
+    return "no OpenSSL error recorded";
+#ifdef ERR_SYSTEM_ERROR
+  if (ERR_SYSTEM_ERROR(err))
+    return strerror_r(ERR_GET_REASON(err), buf, size);
+#endif
+  reason = ERR_reason_error_string(err);
+  return reason != NULL ? reason : "unknown OpenSSL error";
+}
+
 void fedc_tls_describe_error(const SSL *ssl, char *buf, size_t size)
 {
-  unsigned long err = ERR_peek_error();
-  const char *reason = err != 0 ? ERR_reason_error_string(err) : NULL;
+  char sysbuf[128];
+  const char *reason = tls_reason(ERR_peek_error(), sysbuf, sizeof(sysbuf));
   long verify = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
 
-  if (reason == NULL)
-    reason = err != 0 ? "unknown OpenSSL error" : "no OpenSSL error recorded";
   if (verify != X509_V_OK)
     snprintf(buf, size, "%s (%s)", reason,
              X509_verify_cert_error_string(verify));
