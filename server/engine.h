@@ -93,7 +93,9 @@ typedef struct fedc_server_stats {
   uint64_t rounds_aggregated;
   uint64_t rounds_abandoned;
   uint64_t results_accepted;
-  uint64_t clients_lost;          /* sampled clients lost before reporting */
+  uint64_t clients_lost;          /* sampled clients that left their round
+                                     before reporting: lost, closed or
+                                     failed */
   uint64_t client_errors;         /* Error messages received from clients */
   uint64_t bytes_sent;            /* tensor data in streams sent */
   uint64_t bytes_received;        /* tensor data in chunks accepted */

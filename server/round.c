@@ -175,6 +175,7 @@ void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer)
     return;
   fedc_assembler_free(&peer->upload);
   e->round.lost++;
+  e->stats.clients_lost++;
 }
 
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
