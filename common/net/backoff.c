@@ -13,7 +13,8 @@ uint64_t fedc_backoff_window(const fedc_backoff *b)
 {
   uint64_t window = b->base_ms;
 
-  /* Doubling stops at the cap, so the product never overflows. */
+  /* A window above cap_ms / 2 jumps to the cap instead of doubling, so the
+   * product stays at or below cap_ms. */
   for (uint32_t i = 0; i < b->attempt && window < b->cap_ms; i++)
     window = window > b->cap_ms / 2 ? b->cap_ms : window * 2;
   return window < b->cap_ms ? window : b->cap_ms;

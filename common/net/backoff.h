@@ -1,10 +1,9 @@
 /* Reconnect delays: exponential backoff with full jitter.
  *
  * The n-th delay (counting from 0) is drawn uniformly from
- * [0, min(cap_ms, base_ms * 2^n)] milliseconds, so that many clients that
- * lost the server at the same moment spread their reconnects over the whole
- * window instead of arriving in waves ("full jitter" in Marc Brooker,
- * "Exponential Backoff And Jitter", AWS Architecture Blog, 2015). */
+ * [0, min(cap_ms, base_ms * 2^n)] milliseconds. Because the whole window is
+ * used, many clients that lost the server at the same moment spread their
+ * reconnects out instead of arriving in waves. */
 #ifndef FEDC_NET_BACKOFF_H
 #define FEDC_NET_BACKOFF_H
 

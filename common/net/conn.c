@@ -8,15 +8,13 @@
 
 #include <openssl/err.h>
 
-#include "net/frame.h"
-#include "net/tls.h"
+#include "net/conn_internal.h"
+#include "net/listener.h"
 #include "util/error.h"
 #include "util/log.h"
 
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 #define DEFAULT_CLOSE_TIMEOUT_MS 5000
-#define DEFAULT_BACKLOG 511
-#define DEFAULT_MAX_HANDSHAKES 1024
 
 /* Size of each socket read; one buffer is allocated per read and freed
  * right after, so idle connections hold no read buffer. */
@@ -29,81 +27,6 @@
 #define MAX_WRITE_SIZE ((size_t)1 << 30)
 
 #define KEEPALIVE_DELAY_S 60
-
-/* Room for "[" INET6_ADDRSTRLEN "]:65535" or a host name and port. */
-#define PEER_SIZE 300
-#define HOST_SIZE 256
-
-enum conn_state {
-  CONN_RESOLVING,   /* client: waiting for getaddrinfo */
-  CONN_CONNECTING,  /* client: waiting for the TCP connect */
-  CONN_HANDSHAKE,   /* TLS handshake running */
-  CONN_OPEN,        /* frames flow; the application has seen on_open */
-  CONN_CLOSING,     /* flushing, shutting down or closing handles */
-};
-
-struct fedc_conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;             /* handshake timeout, close timeout, resume */
-  uv_connect_t connect_req;
-  uv_shutdown_t shutdown_req;
-  uv_getaddrinfo_t resolve_req;
-  uv_loop_t *loop;
-
-  SSL *ssl;
-  fedc_frame_decoder decoder;
-  fedc_conn_callbacks cbs;
-  void *data;
-
-  enum conn_state state;
-  bool is_server;
-  bool app_owned;               /* on_close is due to the application */
-  bool paused;
-  bool handles_closing;
-  int refs;                     /* open handles and running requests */
-  enum fedc_conn_close_reason reason;
-  int err;
-
-  uint32_t max_frame;
-  uint64_t handshake_timeout_ms;
-  uint64_t close_timeout_ms;
-
-  /* Plaintext decrypted but not yet framed, kept while paused. */
-  uint8_t *stash;
-  size_t stash_len;
-  size_t stash_off;
-
-  size_t queued;
-  fedc_conn_stats stats;
-
-  /* Client: the host to resolve and the addresses left to try. */
-  char host[HOST_SIZE];
-  uint16_t port;
-  struct addrinfo *addrs;
-  struct addrinfo *next_addr;
-
-  /* Server: the listener while the handshake runs, and its pending list. */
-  fedc_listener *listener;
-  fedc_conn *prev;
-  fedc_conn *next;
-
-  char peer[PEER_SIZE];
-  char identity[FEDC_TLS_IDENTITY_SIZE];
-};
-
-struct fedc_listener {
-  uv_tcp_t tcp;
-  uv_loop_t *loop;
-  SSL_CTX *ctx;
-  fedc_listener_options opts;
-  fedc_conn_callbacks cbs;
-  void *data;
-  fedc_conn *pending;           /* connections in their handshake */
-  uint32_t npending;
-  uint16_t port;
-  char addr[PEER_SIZE];
-  fedc_listener_stats stats;
-};
 
 /* One queued write: the request, then the encrypted bytes. */
 struct conn_write {
@@ -186,8 +109,9 @@ static void conn_free(fedc_conn *conn)
  * through conn_release() once every handle is closed. */
 static void conn_init_handles(fedc_conn *conn)
 {
-  /* Neither call can fail: without a socket (AF_UNSPEC) uv_tcp_init() only
-   * fills in the struct, and so does uv_timer_init(). */
+  /* Neither call can fail in libuv 1.x (src/unix/tcp.c, timer.c): without
+   * an address family uv_tcp_init() opens no socket and only fills in the
+   * struct, as uv_timer_init() does. */
   uv_tcp_init(conn->loop, &conn->tcp);
   uv_timer_init(conn->loop, &conn->timer);
   conn->tcp.data = conn;
@@ -195,30 +119,13 @@ static void conn_init_handles(fedc_conn *conn)
   conn->refs = 2;
 }
 
-static void listener_unlink(fedc_conn *conn)
-{
-  fedc_listener *l = conn->listener;
-
-  if (l == NULL)
-    return;
-  if (conn->prev != NULL)
-    conn->prev->next = conn->next;
-  else
-    l->pending = conn->next;
-  if (conn->next != NULL)
-    conn->next->prev = conn->prev;
-  conn->prev = NULL;
-  conn->next = NULL;
-  conn->listener = NULL;
-  l->npending--;
-}
-
 /* Drops one reference; the last one calls on_close and frees. */
 static void conn_release(fedc_conn *conn)
 {
   if (--conn->refs > 0)
     return;
-  listener_unlink(conn);
+  if (conn->listener != NULL)
+    fedc__listener_unlink(conn->listener, conn);
   if (conn->app_owned && conn->cbs.on_close != NULL)
     conn->cbs.on_close(conn, conn->reason, conn->err);
   conn_free(conn);
@@ -243,28 +150,15 @@ static void conn_close_handles(fedc_conn *conn)
 
 /* --- Errors and closing -------------------------------------------------- */
 
-static void listener_count_failure(fedc_listener *l,
-                                   enum fedc_conn_close_reason reason)
-{
-  switch (reason) {
-  case FEDC_CONN_CLOSE_TLS:
-    l->stats.failed_tls++;
-    break;
-  case FEDC_CONN_CLOSE_TIMEOUT:
-    l->stats.failed_timeout++;
-    break;
-  default:
-    l->stats.failed_other++;
-    break;
-  }
-}
-
 static void conn_log_close(const fedc_conn *conn, const char *detail)
 {
   const char *role = conn->is_server ? "client" : "server";
   const char *id = conn->identity[0] != '\0' ? conn->identity : "unknown";
   const char *reason = fedc_conn_close_reason_name(conn->reason);
 
+  /* A flood of failed handshakes on a listener is logged in part. */
+  if (conn->listener != NULL && !fedc__listener_may_log(conn->listener))
+    return;
   if (conn->reason == FEDC_CONN_CLOSE_LOCAL)
     fedc_debug("net", "closing connection peer=%s %s=%s", conn->peer, role,
                id);
@@ -285,9 +179,9 @@ static void conn_fail(fedc_conn *conn, enum fedc_conn_close_reason reason,
     return;
   conn->reason = reason;
   conn->err = err;
-  conn_log_close(conn, detail);
   if (conn->listener != NULL)
-    listener_count_failure(conn->listener, reason);
+    fedc__listener_handshake_failed(conn->listener, reason);
+  conn_log_close(conn, detail);
   conn_begin_close(conn);
 }
 
@@ -316,13 +210,13 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
   conn_close_handles(req->data);
 }
 
-/* Moves a connection to CONN_CLOSING. A connected socket first gets the
- * bytes OpenSSL still holds (a close_notify after a local close, or the
- * alert after a handshake failure) and a TCP shutdown, bounded by the close
- * timeout; anything else closes its handles at once. */
+/* Moves a connection to CONN_CLOSING. A connected socket first receives
+ * what OpenSSL has buffered (a close_notify after a local close, or the
+ * alert after a handshake failure) and then a TCP shutdown, both bounded by
+ * the close timeout. Anything else closes its handles at once. */
 static void conn_begin_close(fedc_conn *conn)
 {
-  enum conn_state prev = conn->state;
+  enum fedc__conn_state prev = conn->state;
 
   conn->state = CONN_CLOSING;
   if (prev == CONN_RESOLVING)
@@ -606,8 +500,7 @@ static void conn_established(fedc_conn *conn)
   conn->state = CONN_OPEN;
   conn->app_owned = true;
   if (l != NULL) {
-    l->stats.established++;
-    listener_unlink(conn);
+    fedc__listener_handshake_done(l, conn);
     fedc_info("net", "connection established peer=%s client=%s", conn->peer,
               conn->identity);
   } else {
@@ -701,7 +594,7 @@ static void conn_start_reading(fedc_conn *conn)
     conn_fail_uv(conn, "failed to start reading", rc);
 }
 
-/* One timer serves three purposes, told apart by the state: the handshake
+/* One timer serves three purposes, and the state says which: the handshake
  * timeout, the close timeout, and the deferred delivery after a resume. */
 static void conn_on_timer(uv_timer_t *timer)
 {
@@ -835,7 +728,7 @@ static void conn_on_retry_closed(uv_handle_t *handle)
     conn_release(conn);
     return;
   }
-  /* As in conn_init_handles(), this cannot fail. */
+  /* As in conn_init_handles(), this returns 0 in libuv 1.x. */
   uv_tcp_init(conn->loop, &conn->tcp);
   conn->tcp.data = conn;
   conn_connect_next(conn);
@@ -934,7 +827,7 @@ int fedc_conn_connect(uv_loop_t *loop, SSL_CTX *ctx, const char *host,
   int rc;
 
   *out = NULL;
-  if (host == NULL || host[0] == '\0' || strlen(host) >= HOST_SIZE ||
+  if (host == NULL || host[0] == '\0' || strlen(host) >= FEDC__HOST_SIZE ||
       port == 0)
     return FEDC_EINVAL;
   conn = conn_alloc(loop, opts, cbs, data);
@@ -961,43 +854,27 @@ int fedc_conn_connect(uv_loop_t *loop, SSL_CTX *ctx, const char *host,
   return 0;
 }
 
-/* --- Listener ------------------------------------------------------------ */
+/* --- Server side, for the listener -------------------------------------- */
 
-static void listener_set_options(fedc_listener *l,
-                                 const fedc_listener_options *opts)
+fedc_conn *fedc__conn_new_server(uv_loop_t *loop, const fedc_conn_options *opts,
+                                 const fedc_conn_callbacks *cbs, void *data)
 {
-  if (opts != NULL)
-    l->opts = *opts;
-  if (l->opts.backlog <= 0)
-    l->opts.backlog = DEFAULT_BACKLOG;
-  if (l->opts.max_handshakes == 0)
-    l->opts.max_handshakes = DEFAULT_MAX_HANDSHAKES;
-  l->opts.conn.server_name = NULL;
+  fedc_conn *conn = conn_alloc(loop, opts, cbs, data);
+
+  if (conn == NULL)
+    return NULL;
+  conn->is_server = true;
+  conn_init_handles(conn);
+  return conn;
 }
 
-/* Starts the TLS handshake on an accepted socket. */
-static void listener_start_handshake(fedc_listener *l, fedc_conn *conn)
+void fedc__conn_discard(fedc_conn *conn)
 {
-  int rc;
-
-  conn->state = CONN_HANDSHAKE;
-  conn->listener = l;
-  conn->next = l->pending;
-  if (l->pending != NULL)
-    l->pending->prev = conn;
-  l->pending = conn;
-  l->npending++;
-
-  rc = fedc_tls_ssl_new(l->ctx, FEDC_TLS_SERVER, NULL, &conn->ssl);
-  if (rc < 0) {
-    conn_fail(conn, FEDC_CONN_CLOSE_IO, rc, fedc_strerror(rc));
-    return;
-  }
-  uv_timer_start(&conn->timer, conn_on_timer, conn->handshake_timeout_ms, 0);
-  conn_start_reading(conn);
+  conn->state = CONN_CLOSING;
+  conn_close_handles(conn);
 }
 
-static void conn_set_peer_from_socket(fedc_conn *conn)
+void fedc__conn_read_peer_address(fedc_conn *conn)
 {
   struct sockaddr_storage addr;
   int len = sizeof(addr);
@@ -1008,159 +885,21 @@ static void conn_set_peer_from_socket(fedc_conn *conn)
     snprintf(conn->peer, sizeof(conn->peer), "unknown");
 }
 
-/* Closes a connection that never reached the handshake. */
-static void listener_reject(fedc_listener *l, fedc_conn *conn)
+void fedc__conn_start_handshake(fedc_conn *conn, SSL_CTX *ctx)
 {
-  l->stats.rejected_busy++;
-  /* Logging every power of two bounds the log during a flood. */
-  if ((l->stats.rejected_busy & (l->stats.rejected_busy - 1)) == 0)
-    fedc_warn("net", "rejected connection peer=%s: %" PRIu32 " handshakes "
-              "running, the maximum (%" PRIu64 " rejected so far)", conn->peer,
-              l->npending, l->stats.rejected_busy);
-  conn->state = CONN_CLOSING;
-  conn_close_handles(conn);
-}
-
-static void listener_on_connection(uv_stream_t *server, int status)
-{
-  fedc_listener *l = server->data;
-  fedc_conn *conn;
-
-  if (status < 0) {
-    fedc_warn("net", "accept failed on %s: %s", l->addr, uv_strerror(status));
-    return;
-  }
-  conn = conn_alloc(l->loop, &l->opts.conn, &l->cbs, l->data);
-  if (conn == NULL) {
-    /* NOTE: libuv stops watching the listening socket until the next
-     * uv_accept(), so after this the listener accepts nothing more. */
-    fedc_error("net", "out of memory for a connection on %s", l->addr);
-    return;
-  }
-  conn->is_server = true;
-  conn_init_handles(conn);
-
-  status = uv_accept(server, (uv_stream_t *)&conn->tcp);
-  if (status < 0) {
-    fedc_warn("net", "accept failed on %s: %s", l->addr, uv_strerror(status));
-    conn->state = CONN_CLOSING;
-    conn_close_handles(conn);
-    return;
-  }
-  l->stats.accepted++;
-  conn_set_peer_from_socket(conn);
-  if (l->npending >= l->opts.max_handshakes) {
-    listener_reject(l, conn);
-    return;
-  }
-  listener_start_handshake(l, conn);
-}
-
-static void listener_on_closed(uv_handle_t *handle)
-{
-  free(handle->data);
-}
-
-/* Binds and listens, and stores the bound port. */
-static int listener_bind(fedc_listener *l, const struct sockaddr *addr)
-{
-  struct sockaddr_storage bound;
-  int len = sizeof(bound);
   int rc;
 
-  rc = uv_tcp_bind(&l->tcp, addr, 0);
-  if (rc == 0)
-    rc = uv_listen((uv_stream_t *)&l->tcp, l->opts.backlog,
-                   listener_on_connection);
-  if (rc == 0)
-    rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len);
+  conn->state = CONN_HANDSHAKE;
+  rc = fedc_tls_ssl_new(ctx, FEDC_TLS_SERVER, NULL, &conn->ssl);
   if (rc < 0) {
-    fedc_error("net", "failed to listen on %s: %s", l->addr, uv_strerror(rc));
-    return FEDC_EIO;
-  }
-  l->port = bound.ss_family == AF_INET6
-                ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-                : ntohs(((struct sockaddr_in *)&bound)->sin_port);
-  return 0;
-}
-
-int fedc_listener_new(uv_loop_t *loop, SSL_CTX *ctx, const char *host,
-                      uint16_t port, const fedc_listener_options *opts,
-                      const fedc_conn_callbacks *cbs, void *data,
-                      fedc_listener **out)
-{
-  struct sockaddr_storage addr;
-  fedc_listener *l;
-  int rc;
-
-  *out = NULL;
-  if (host == NULL ||
-      (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
-       uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)) {
-    fedc_error("net", "invalid listen address host=%s: expected an IPv4 or "
-               "IPv6 literal such as 0.0.0.0 or ::", host != NULL ? host : "");
-    return FEDC_EINVAL;
-  }
-  l = calloc(1, sizeof(*l));
-  if (l == NULL)
-    return FEDC_ENOMEM;
-  l->loop = loop;
-  l->cbs = *cbs;
-  l->data = data;
-  listener_set_options(l, opts);
-  snprintf(l->addr, sizeof(l->addr),
-           strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host,
-           (unsigned)port);
-
-  uv_tcp_init(loop, &l->tcp);
-  l->tcp.data = l;
-  rc = listener_bind(l, (const struct sockaddr *)&addr);
-  if (rc < 0) {
-    uv_close((uv_handle_t *)&l->tcp, listener_on_closed);
-    return rc;
-  }
-  SSL_CTX_up_ref(ctx);
-  l->ctx = ctx;
-  fedc_info("net", "listening on %s port=%u", l->addr, (unsigned)l->port);
-  *out = l;
-  return 0;
-}
-
-uint16_t fedc_listener_port(const fedc_listener *listener)
-{
-  return listener->port;
-}
-
-void fedc_listener_set_tls_ctx(fedc_listener *listener, SSL_CTX *ctx)
-{
-  SSL_CTX_up_ref(ctx);
-  SSL_CTX_free(listener->ctx);
-  listener->ctx = ctx;
-}
-
-void fedc_listener_get_stats(const fedc_listener *listener,
-                             fedc_listener_stats *out)
-{
-  *out = listener->stats;
-}
-
-void fedc_listener_free(fedc_listener **listener)
-{
-  fedc_listener *l;
-  fedc_conn *conn;
-
-  if (listener == NULL || *listener == NULL)
+    conn_fail(conn, FEDC_CONN_CLOSE_IO, rc, fedc_strerror(rc));
     return;
-  l = *listener;
-  *listener = NULL;
-
-  while (l->pending != NULL) {
-    conn = l->pending;
-    listener_unlink(conn);
-    conn_fail(conn, FEDC_CONN_CLOSE_LOCAL, 0, "listener closed");
   }
-  fedc_tls_ctx_free(&l->ctx);
-  fedc_info("net", "stopped listening on %s port=%u", l->addr,
-            (unsigned)l->port);
-  uv_close((uv_handle_t *)&l->tcp, listener_on_closed);
+  uv_timer_start(&conn->timer, conn_on_timer, conn->handshake_timeout_ms, 0);
+  conn_start_reading(conn);
+}
+
+void fedc__conn_abort(fedc_conn *conn)
+{
+  conn_fail(conn, FEDC_CONN_CLOSE_LOCAL, 0, "listener closed");
 }

@@ -2,18 +2,17 @@
  *
  * Each connection is one uv_tcp_t whose bytes pass through an OpenSSL object
  * with two memory BIOs, so no socket ever blocks and no thread is spent per
- * connection. A listener accepts TCP connections, runs the TLS handshake
- * under a timeout and hands only verified connections to the application. A
- * client connection resolves a host, connects and runs the handshake under
- * the same timeout.
+ * connection. A client connection (fedc_conn_connect()) resolves a host,
+ * connects and runs the TLS handshake under one timeout; the server side
+ * comes from a listener (net/listener.h).
  *
  * Threading: every function here must be called on the thread that runs the
  * connection's loop.
  *
  * Lifecycle: the library owns every fedc_conn and frees it after calling
- * on_close. The application sees a connection from fedc_conn_connect(), or
- * from a listener's on_open, and from then on on_close is called exactly
- * once for it, after which the pointer is invalid. A server-side connection
+ * on_close. The application receives a connection from fedc_conn_connect() or
+ * from a listener's on_open. From then on on_close is called exactly once
+ * for it, and the pointer is invalid after on_close returns. A server-side connection
  * that fails before its handshake completes is logged and counted in the
  * listener's statistics, and the application never sees it.
  *
@@ -33,9 +32,8 @@
 #include "fedc.pb-c.h"
 
 typedef struct fedc_conn fedc_conn;
-typedef struct fedc_listener fedc_listener;
 
-/* Why a connection closed. */
+/* Reason a connection closed. */
 enum fedc_conn_close_reason {
   FEDC_CONN_CLOSE_LOCAL,     /* fedc_conn_close() or fedc_listener_free() */
   FEDC_CONN_CLOSE_PEER,      /* the peer closed: TCP EOF or TLS close_notify */
@@ -52,7 +50,8 @@ const char *fedc_conn_close_reason_name(enum fedc_conn_close_reason reason);
 /* Application callbacks. Each receives the connection; the context pointer
  * set with fedc_conn_set_data() is available through fedc_conn_data(). Any
  * callback may call fedc_conn_send() or fedc_conn_close() on its own
- * connection, or on another one. */
+ * connection, or on another one. A listener passes the same table to every
+ * connection it accepts. */
 typedef struct fedc_conn_callbacks {
   /* The handshake completed and the peer identity is known. */
   void (*on_open)(fedc_conn *conn);
@@ -78,9 +77,9 @@ typedef struct fedc_conn_options {
    * default FEDC_FRAME_DEFAULT_MAX. */
   uint32_t max_frame;
 
-  /* Time allowed from the start of the connection (TCP accept, or resolve
-   * and connect on a client) to the end of the TLS handshake, in
-   * milliseconds; default 10000. */
+  /* Time allowed from the start of the connection to the end of the TLS
+   * handshake, in milliseconds (default 10000). The start is the TCP accept
+   * on a server and the start of name resolution on a client. */
   uint64_t handshake_timeout_ms;
 
   /* Time allowed for queued bytes to reach the peer after a close, in
@@ -103,13 +102,15 @@ typedef struct fedc_conn_stats {
 } fedc_conn_stats;
 
 /* Starts a client connection to host (a DNS name or an IP literal) and
- * port, verifying the server against ctx (a FEDC_TLS_CLIENT context; the
- * connection takes its own reference). opts may be NULL. cbs is copied;
- * data becomes the connection's context pointer. *out may be closed at any
- * time with fedc_conn_close(). Returns 0 and later calls either on_open and
- * then on_close, or on_close alone if resolve, connect or the handshake
- * fails. Returns FEDC_EINVAL or FEDC_ENOMEM, without calling anything, if
- * the connection cannot be started. */
+ * port. The server is verified against ctx, a FEDC_TLS_CLIENT context of
+ * which the connection takes its own reference. opts may be NULL, cbs is
+ * copied, and data becomes the connection's context pointer.
+ *
+ * Returns 0 and stores the connection in *out, which fedc_conn_close() may
+ * close at any time. Later either on_open and then on_close are called, or
+ * on_close alone if resolve, connect or the handshake fails. Returns
+ * FEDC_EINVAL or FEDC_ENOMEM, and calls nothing, if the connection cannot
+ * be started. */
 int fedc_conn_connect(uv_loop_t *loop, SSL_CTX *ctx, const char *host,
                       uint16_t port, const fedc_conn_options *opts,
                       const fedc_conn_callbacks *cbs, void *data,
@@ -168,55 +169,5 @@ const char *fedc_conn_identity(const fedc_conn *conn);
 
 /* Copies the connection's counters to *out. */
 void fedc_conn_get_stats(const fedc_conn *conn, fedc_conn_stats *out);
-
-/* Listener settings; a zero field selects its default. */
-typedef struct fedc_listener_options {
-  fedc_conn_options conn;     /* for every accepted connection */
-  int backlog;                /* listen(2) backlog; default 511 */
-  uint32_t max_handshakes;    /* concurrent handshakes; default 1024 */
-} fedc_listener_options;
-
-/* Listener counters; each accepted connection ends in exactly one of
- * established, rejected_busy and the failed_* fields, or is still in its
- * handshake. */
-typedef struct fedc_listener_stats {
-  uint64_t accepted;          /* TCP connections accepted */
-  uint64_t established;       /* handshakes completed and passed to on_open */
-  uint64_t rejected_busy;     /* closed because max_handshakes were running */
-  uint64_t failed_tls;        /* handshake failed: bad certificate, not TLS */
-  uint64_t failed_timeout;    /* handshake did not finish in time */
-  uint64_t failed_other;      /* peer left or socket error during handshake */
-} fedc_listener_stats;
-
-/* Binds host (an IPv4 or IPv6 literal, such as "127.0.0.1", "::" or
- * "0.0.0.0") and port (0 picks a free port; see fedc_listener_port()), and
- * starts accepting. ctx is a FEDC_TLS_SERVER context; the listener takes
- * its own reference. opts may be NULL. Each established connection gets a
- * copy of cbs and data as its context pointer, and cbs->on_open is called;
- * on_open may replace the context with fedc_conn_set_data(). Returns 0,
- * FEDC_EINVAL for a host that is not an IP literal, FEDC_EIO when bind or
- * listen fails (logged with the address and reason), or FEDC_ENOMEM. */
-int fedc_listener_new(uv_loop_t *loop, SSL_CTX *ctx, const char *host,
-                      uint16_t port, const fedc_listener_options *opts,
-                      const fedc_conn_callbacks *cbs, void *data,
-                      fedc_listener **out);
-
-/* Returns the bound TCP port. */
-uint16_t fedc_listener_port(const fedc_listener *listener);
-
-/* Makes new connections use ctx (for example after fedc_tls_ctx_reload()
- * on SIGHUP). The listener takes a reference to ctx and drops its reference
- * to the previous context; connections already accepted keep theirs. */
-void fedc_listener_set_tls_ctx(fedc_listener *listener, SSL_CTX *ctx);
-
-/* Copies the listener's counters to *out. */
-void fedc_listener_get_stats(const fedc_listener *listener,
-                             fedc_listener_stats *out);
-
-/* Stops accepting, closes the connections still in their handshake and sets
- * *listener to NULL. Established connections stay open. The memory is
- * freed from the loop, so the loop must run afterwards. Accepts NULL and a
- * pointer to NULL. */
-void fedc_listener_free(fedc_listener **listener);
 
 #endif

@@ -7,9 +7,9 @@
 
 /* The payload buffer starts at this size and doubles as bytes arrive, up to
  * the announced length. A buffer no larger than this is kept for the next
- * frame; a larger one is freed, so an idle connection holds at most this
- * much. */
-#define FRAME_INITIAL_CAPACITY (64u * 1024u)
+ * frame and a larger one is freed, so an idle decoder keeps at most this
+ * much allocated. */
+#define FRAME_INITIAL_CAPACITY (4u * 1024u)
 
 void fedc_frame_decoder_init(fedc_frame_decoder *dec, uint32_t max_len)
 {

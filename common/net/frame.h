@@ -5,7 +5,7 @@
  * byte, and yields one complete frame payload at a time. It rejects a length
  * above its configured maximum before allocating anything for the payload,
  * and it grows the payload buffer only as bytes arrive, so a peer that
- * announces a large frame and then stalls holds little memory. */
+ * announces a large frame and then stalls costs little memory. */
 #ifndef FEDC_NET_FRAME_H
 #define FEDC_NET_FRAME_H
 

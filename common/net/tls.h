@@ -68,12 +68,12 @@ int fedc_tls_ssl_new(SSL_CTX *ctx, enum fedc_tls_role role,
  * selection when a client offers no ALPN at all. */
 int fedc_tls_check_alpn(const SSL *ssl);
 
-/* Copies the subject CN of the peer certificate, the client id when called
- * on the server, into buf. Returns 0, FEDC_ENOENT when there is no peer
- * certificate or no CN, or FEDC_EFORMAT when the certificate has several
- * CNs, or a CN that is empty, does not fit in size bytes, or contains a
- * character other than ASCII letters, digits and "._@:-" (the identity goes
- * into log lines and file names). */
+/* Copies the subject CN of the peer certificate into buf; on the server
+ * this is the client id. Returns 0, or FEDC_ENOENT when there is no peer
+ * certificate or no CN. Returns FEDC_EFORMAT when the certificate has
+ * several CNs, or a CN that is empty, does not fit in size bytes, or has a
+ * character other than ASCII letters, digits and "._@:-". The identity goes
+ * into log lines and file names, hence the short alphabet. */
 int fedc_tls_peer_identity(const SSL *ssl, char *buf, size_t size);
 
 /* Describes the failure of the last OpenSSL call on ssl in buf, including

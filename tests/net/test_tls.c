@@ -2,9 +2,9 @@
  * deploy/make-certs: one CA for the server and its clients, and a second,
  * independent CA whose certificates the server must reject.
  *
- * Each test runs one libuv loop that holds the listener, the fedc clients
- * and any raw TCP clients, runs it until every connection has closed, and
- * then checks that the loop closes with no handle left. */
+ * Each test runs the listener, the fedc clients and any raw TCP clients on
+ * one libuv loop until every connection has closed. Then it checks that the
+ * loop closes with no handle left. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -18,6 +18,7 @@
 
 #include "net/conn.h"
 #include "net/frame.h"
+#include "net/listener.h"
 #include "net/tls.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -26,10 +27,10 @@
 #define MIB (1024u * 1024u)
 
 /* Set by main() before the tests fork. */
-static char cert_root[256];  /* holds ca1/ and ca2/ from make-certs */
+static char cert_root[256];  /* contains ca1/ and ca2/ from make-certs */
 static char log_path[300];
 
-/* One connection as a test sees it; the connection's context pointer. */
+/* Test record of one connection, used as its context pointer. */
 struct peer {
   struct harness *h;
   fedc_conn *conn;
