@@ -135,7 +135,7 @@ static int parse_number(const char *field, double *out)
   return 0;
 }
 
-/* Counts the fields of a line and tells whether all are numbers. */
+/* Counts the fields of a line and sets *numeric when all are numbers. */
 static int scan_line(const char *p, const char *end, uint32_t *fields,
                      int *numeric)
 {
@@ -226,14 +226,16 @@ static int table_start(table *t, uint32_t columns, int label_column)
   int64_t label = label_column < 0 ? (int64_t)columns + label_column
                                    : label_column;
 
-  if (columns < 2 || label < 0 || label >= columns)
+  if (columns < 2)
+    return FEDC_EFORMAT;
+  if (label < 0 || label >= columns)
     return FEDC_EINVAL;
   t->columns = columns;
   t->label = (uint32_t)label;
   return 0;
 }
 
-/* Returns 1 when the line holds only spaces and tabs. */
+/* Returns 1 when the line contains only spaces and tabs. */
 static int line_blank(const char *p, const char *end)
 {
   for (; p < end; p++)
@@ -242,11 +244,51 @@ static int line_blank(const char *p, const char *end)
   return 1;
 }
 
+/* Sets up t from the first non-blank line and reports whether that line
+ * is data (all numbers) rather than a header. */
+static int start_table(const char *path, uint64_t line, const char *p,
+                       const char *end, int label_column, table *t,
+                       int *numeric)
+{
+  uint32_t fields;
+  int rc = scan_line(p, end, &fields, numeric);
+
+  if (rc != 0)
+    return csv_error(path, line, "unterminated quote", rc);
+  rc = table_start(t, fields, label_column);
+  if (rc == FEDC_EFORMAT)
+    return csv_error(path, line, "fewer than 2 fields", rc);
+  if (rc != 0)
+    return csv_error(path, line, "--label-column is outside the fields", rc);
+  return 0;
+}
+
+/* Parses one non-blank line into t; the first one may be a header. */
+static int parse_line(const char *path, uint64_t line, const char *p,
+                      const char *end, int label_column, table *t)
+{
+  const char *why = "";
+  int rc;
+
+  if (t->columns == 0) {
+    int numeric;
+
+    rc = start_table(path, line, p, end, label_column, t, &numeric);
+    if (rc != 0 || !numeric)
+      return rc;
+  }
+  rc = add_row(t, p, end, &why);
+  if (rc != 0)
+    return csv_error(path, line, rc == FEDC_EFORMAT ? why : fedc_strerror(rc),
+                     rc);
+  return 0;
+}
+
 /* Parses every line of text into t. */
 static int parse_text(const char *path, const char *text, size_t len,
                       int label_column, table *t)
 {
-  const char *p = text, *end = text + len, *why = "";
+  const char *p = text, *end = text + len;
   uint64_t line = 0;
   int rc;
 
@@ -260,26 +302,10 @@ static int parse_text(const char *path, const char *text, size_t len,
     if (stop > p && stop[-1] == '\r')
       stop--;
     if (!line_blank(p, stop)) {
-      if (t->columns == 0) {
-        uint32_t fields;
-        int numeric;
-
-        rc = scan_line(p, stop, &fields, &numeric);
-        if (rc == 0)
-          rc = table_start(t, fields, label_column);
-        if (rc != 0)
-          return csv_error(path, line, rc == FEDC_EINVAL
-                           ? "label column out of range or under 2 fields"
-                           : "unterminated quote", rc);
-        if (!numeric)
-          goto next;        /* a header */
-      }
-      rc = add_row(t, p, stop, &why);
+      rc = parse_line(path, line, p, stop, label_column, t);
       if (rc != 0)
-        return csv_error(path, line, rc == FEDC_EFORMAT ? why
-                                                        : fedc_strerror(rc), rc);
+        return rc;
     }
-next:
     p = eol != NULL ? eol + 1 : end;
   }
   return 0;

@@ -34,18 +34,20 @@ static char *read_all(int fd)
   return buf;
 }
 
-int test_spawn(const char *const argv[], char **out)
+static int spawn(const char *const argv[], char **out, int merge)
 {
   posix_spawn_file_actions_t actions;
   int pipe_fds[2] = { -1, -1 };
   int status;
   pid_t pid;
 
+  if (out != NULL && pipe(pipe_fds) != 0)
+    return -1;
   posix_spawn_file_actions_init(&actions);
   if (out != NULL) {
-    if (pipe(pipe_fds) != 0)
-      return -1;
     posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    if (merge)
+      posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
     posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
   }
   status = posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv,
@@ -61,6 +63,16 @@ int test_spawn(const char *const argv[], char **out)
   if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
     return -1;
   return WEXITSTATUS(status);
+}
+
+int test_spawn(const char *const argv[], char **out)
+{
+  return spawn(argv, out, 0);
+}
+
+int test_spawn_merged(const char *const argv[], char **out)
+{
+  return spawn(argv, out, 1);
 }
 
 char *test_mkdtemp(void)

@@ -8,6 +8,9 @@
  * the program could not be run or was killed by a signal. */
 int test_spawn(const char *const argv[], char **out);
 
+/* Like test_spawn(), but out collects standard error too, interleaved. */
+int test_spawn_merged(const char *const argv[], char **out);
+
 /* Creates a new scratch folder under TMPDIR (or /tmp) and returns its
  * malloc'ed path. */
 char *test_mkdtemp(void);
