@@ -74,17 +74,22 @@ void fedc__listener_handshake_failed(fedc_listener *l,
   }
 }
 
+static void listener_log_skipped(fedc_listener *l)
+{
+  if (l->log_skipped > 0)
+    fedc_warn("net", "%" PRIu64 " more failed handshakes on %s were not "
+              "logged", l->log_skipped, l->addr);
+  l->log_skipped = 0;
+}
+
 int fedc__listener_may_log(fedc_listener *l)
 {
   uint64_t now = uv_now(l->loop);
 
   if (now - l->log_window_start_ms >= LOG_WINDOW_MS) {
-    if (l->log_skipped > 0)
-      fedc_warn("net", "%" PRIu64 " more failed handshakes on %s were not "
-                "logged", l->log_skipped, l->addr);
+    listener_log_skipped(l);
     l->log_window_start_ms = now;
     l->log_count = 0;
-    l->log_skipped = 0;
   }
   if (l->log_count < LOG_BURST) {
     l->log_count++;
@@ -274,6 +279,7 @@ void fedc_listener_free(fedc_listener **listener)
     fedc__listener_unlink(l, conn);
     fedc__conn_abort(conn);
   }
+  listener_log_skipped(l);
   fedc_tls_ctx_free(&l->ctx);
   fedc_info("net", "stopped listening on %s", l->addr);
   uv_close((uv_handle_t *)&l->tcp, listener_on_closed);

@@ -1084,14 +1084,17 @@ START_TEST(tls_reload_keeps_connections)
   struct harness h;
   struct peer *first, *old_ca, *new_ca;
 
+  harness_init(&h, "127.0.0.1", NULL);
+
   /* A failed reload keeps the old context. */
   ck_assert_int_eq(fedc_tls_ctx_reload(FEDC_TLS_SERVER, &missing, &ctx),
                    FEDC_ETLS);
   ck_assert_ptr_eq(ctx, before);
   fedc_tls_ctx_free(&ctx);
   ck_assert_ptr_null(ctx);
-
-  harness_init(&h, "127.0.0.1", NULL);
+  ck_assert(log_contains("failed to load certificate "
+                         "file=/nonexistent/server.pem"));
+  ck_assert(log_contains("keeping the previous certificates"));
   h.server_open = close_second_server;
   h.client_frame = close_on_frame;
   h.closes_expected = 5;
@@ -1130,6 +1133,78 @@ START_TEST(tls_listener_free_drops_handshakes)
   fedc_listener_free(&h.listener);
   harness_run(&h);
   ck_assert_int_eq(raw.ended, 1);
+}
+END_TEST
+
+/* Counts the lines of the log that contain text. */
+static int log_count(const char *text)
+{
+  static char line[4096];
+  FILE *f = fopen(log_path, "r");
+  int n = 0;
+
+  ck_assert_ptr_nonnull(f);
+  while (fgets(line, sizeof(line), f) != NULL)
+    n += strstr(line, text) != NULL;
+  fclose(f);
+  return n;
+}
+
+#define FLOOD 30
+
+START_TEST(tls_failed_handshake_log_limited)
+{
+  static struct raw_client raws[FLOOD];
+  struct harness h;
+
+  harness_init(&h, "127.0.0.1", NULL);
+  h.closes_expected = FLOOD;
+  for (int i = 0; i < FLOOD; i++)
+    raw_connect(&h, &raws[i], "not TLS, just text\r\n");
+  harness_run(&h);
+
+  /* All within one second, so 20 lines and one summary of the other 10. */
+  ck_assert_uint_eq(h.stats.failed_tls, FLOOD);
+  ck_assert_int_eq(log_count("TLS handshake failed"), 20);
+  ck_assert_int_eq(log_count("10 more failed handshakes"), 1);
+}
+END_TEST
+
+/* The second client arrives while the first is still in its handshake. */
+static void connect_second_raw(uv_timer_t *timer)
+{
+  struct raw_client *second = timer->data;
+  struct harness *h = second->h;
+
+  raw_connect(h, second, NULL);
+  uv_close((uv_handle_t *)timer, NULL);
+}
+
+START_TEST(tls_max_handshakes_enforced)
+{
+  fedc_listener_options opts = { .max_handshakes = 1,
+                                 .conn.handshake_timeout_ms = 500 };
+  struct raw_client first, second;
+  uv_timer_t later;
+  struct harness h;
+
+  harness_init(&h, "127.0.0.1", &opts);
+  h.closes_expected = 2;
+  raw_connect(&h, &first, NULL);
+  second.h = &h;
+  uv_timer_init(&h.loop, &later);
+  later.data = &second;
+  uv_timer_start(&later, connect_second_raw, 100, 0);
+  harness_run(&h);
+
+  ck_assert_int_eq(first.ended, 1);
+  ck_assert_int_eq(second.ended, 1);
+  /* The rejected one is closed at once, the silent one at its timeout. */
+  ck_assert_uint_lt(second.ended_ms, first.ended_ms);
+  ck_assert_uint_eq(h.stats.accepted, 2);
+  ck_assert_uint_eq(h.stats.rejected_busy, 1);
+  ck_assert_uint_eq(h.stats.failed_timeout, 1);
+  ck_assert(log_contains("handshakes running, the maximum"));
 }
 END_TEST
 
@@ -1210,6 +1285,8 @@ int main(void)
                       sizeof(bad_frames) / sizeof(bad_frames[0]));
   tcase_add_test(tc, tls_reload_keeps_connections);
   tcase_add_test(tc, tls_listener_free_drops_handshakes);
+  tcase_add_test(tc, tls_failed_handshake_log_limited);
+  tcase_add_test(tc, tls_max_handshakes_enforced);
   tcase_add_test(tc, tls_bad_files_named);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
