@@ -1,0 +1,55 @@
+/* Internals shared by fedc-client's daemon files: daemon.c handles the
+ * connection and the engine's messages, daemon_jobs.c runs training and
+ * evaluation on the worker pool. Not for other modules. */
+#ifndef FEDC_CLIENT_DAEMON_IMPL_H
+#define FEDC_CLIENT_DAEMON_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "client/daemon.h"
+#include "client/engine.h"
+#include "daemon/outbox.h"
+#include "data/dataset.h"
+#include "net/backoff.h"
+#include "net/conn.h"
+
+#define LOG_COMPONENT "client"
+
+typedef struct fedc_client_daemon {
+  const fedc_client_options *options;
+  uv_loop_t *loop;
+  SSL_CTX *tls;
+  fedc_conn *conn;           /* NULL while disconnected */
+  fedc_outbox outbox;
+  fedc_client_engine *engine;
+  fedc_client_actions actions;
+  fedc_dataset data;
+  bool has_data;
+
+  fedc_backoff backoff;
+  uv_timer_t reconnect;
+  uv_signal_t sigterm, sigint;
+
+  unsigned jobs;             /* training or evaluation jobs in flight */
+  bool stopping;             /* Goodbye, a fatal close or a signal */
+  int exit_status;
+} fedc_client_daemon;
+
+/* daemon.c */
+
+/* Carries out and clears d->actions; an engine error rc stops the daemon
+ * with exit status 1. */
+void fedc_client_daemon_drain(fedc_client_daemon *d, int rc);
+
+/* daemon_jobs.c: each takes the action's snapshot reference, runs the job
+ * on the worker pool and reports to the engine when it is done. */
+void fedc_client_start_training(fedc_client_daemon *d,
+                                fedc_client_action *action);
+void fedc_client_start_evaluation(fedc_client_daemon *d,
+                                  fedc_client_action *action);
+
+#endif

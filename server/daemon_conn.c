@@ -1,0 +1,190 @@
+/* fedc-server's connections: the peer table, the fedc_conn callbacks that
+ * turn connection events into engine events, and the Hello deadline. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/frame.h"
+#include "server/daemon_impl.h"
+#include "util/error.h"
+#include "util/log.h"
+
+server_peer *fedc_server_peer_find(const fedc_server_daemon *d, uint64_t id)
+{
+  size_t lo = 0, hi = d->npeers;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+
+    if (d->peers[mid]->id == id)
+      return d->peers[mid];
+    if (d->peers[mid]->id < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+static int peers_append(fedc_server_daemon *d, server_peer *peer)
+{
+  if (d->npeers == d->peers_capacity) {
+    size_t cap = d->peers_capacity != 0 ? d->peers_capacity * 2 : 64;
+    server_peer **grown = realloc(d->peers, cap * sizeof(*grown));
+
+    if (grown == NULL)
+      return FEDC_ENOMEM;
+    d->peers = grown;
+    d->peers_capacity = cap;
+  }
+  d->peers[d->npeers++] = peer;
+  return 0;
+}
+
+static void peers_remove(fedc_server_daemon *d, const server_peer *peer)
+{
+  for (size_t i = 0; i < d->npeers; i++) {
+    if (d->peers[i] == peer) {
+      memmove(&d->peers[i], &d->peers[i + 1],
+              (d->npeers - i - 1) * sizeof(d->peers[0]));
+      d->npeers--;
+      return;
+    }
+  }
+}
+
+static uint64_t now_ms(const fedc_server_daemon *d)
+{
+  return uv_now(d->loop);
+}
+
+static void on_open(fedc_conn *conn)
+{
+  fedc_server_daemon *d = fedc_conn_data(conn);
+  server_peer *peer = calloc(1, sizeof(*peer));
+  const char *identity = fedc_conn_identity(conn);
+  int rc;
+
+  if (peer == NULL || peers_append(d, peer) < 0) {
+    fedc_error(LOG_COMPONENT, "out of memory, closing peer=%s client=%s",
+               fedc_conn_peer(conn), identity);
+    free(peer);
+    fedc_conn_set_data(conn, NULL);
+    fedc_conn_close(conn);
+    return;
+  }
+  peer->id = ++d->next_peer_id;
+  peer->daemon = d;
+  peer->conn = conn;
+  peer->opened_ms = now_ms(d);
+  fedc_outbox_init(&peer->outbox, 0);
+  fedc_conn_set_data(conn, peer);
+  fedc_info(LOG_COMPONENT, "client connected peer=%s client=%s",
+            fedc_conn_peer(conn), identity);
+
+  rc = fedc_server_engine_connected(d->engine, now_ms(d), peer->id,
+                                    identity[0] != '\0' ? identity : NULL,
+                                    &d->actions);
+  fedc_server_daemon_drain(d, rc);
+}
+
+static void on_frame(fedc_conn *conn, Fedc__Envelope *env)
+{
+  server_peer *peer = fedc_conn_data(conn);
+  fedc_server_daemon *d;
+  int rc;
+
+  if (peer == NULL) {
+    fedc_frame_envelope_free(&env);
+    return;
+  }
+  d = peer->daemon;
+  peer->hello_seen = true;
+  rc = fedc_server_engine_received(d->engine, now_ms(d), peer->id, env,
+                                   &d->actions);
+  fedc_frame_envelope_free(&env);
+  fedc_server_daemon_drain(d, rc);
+}
+
+static void on_drain(fedc_conn *conn)
+{
+  server_peer *peer = fedc_conn_data(conn);
+
+  if (peer != NULL && fedc_outbox_pump(&peer->outbox, conn) < 0)
+    fedc_conn_close(conn);
+}
+
+/* Counts the closes that a peer's bad input caused at the connection
+ * layer; the net module has already logged them with peer= and client=. */
+static void count_conn_reject(fedc_server_daemon *d,
+                              enum fedc_conn_close_reason reason)
+{
+  switch (reason) {
+  case FEDC_CONN_CLOSE_TLS:
+  case FEDC_CONN_CLOSE_TOO_BIG:
+  case FEDC_CONN_CLOSE_PROTOCOL:
+    fedc_server_count_reject(d, fedc_conn_close_reason_name(reason));
+    break;
+  default:
+    break;
+  }
+}
+
+static void on_close(fedc_conn *conn, enum fedc_conn_close_reason reason,
+                     int err)
+{
+  server_peer *peer = fedc_conn_data(conn);
+  fedc_server_daemon *d;
+  fedc_conn_stats stats;
+  int rc;
+
+  if (peer == NULL)
+    return;
+  d = peer->daemon;
+  fedc_conn_get_stats(conn, &stats);
+  d->closed_bytes_sent += stats.wire_bytes_sent;
+  d->closed_bytes_received += stats.wire_bytes_received;
+  if (!peer->closed_by_engine)
+    count_conn_reject(d, reason);
+  peers_remove(d, peer);
+  fedc_outbox_close(&peer->outbox);
+
+  rc = fedc_server_engine_lost(d->engine, now_ms(d), peer->id, &d->actions);
+  free(peer);
+  fedc_server_daemon_drain(d, rc);
+}
+
+const fedc_conn_callbacks fedc_server_conn_callbacks = {
+  .on_open = on_open,
+  .on_frame = on_frame,
+  .on_drain = on_drain,
+  .on_close = on_close,
+};
+
+/* Closes the connections that sent nothing within handshake_timeout of
+ * their TLS handshake: an idle connection holds a socket and a TLS state. */
+void fedc_server_peers_sweep(fedc_server_daemon *d, uint64_t now)
+{
+  uint64_t timeout = d->options->handshake_timeout;
+
+  for (size_t i = 0; i < d->npeers; i++) {
+    server_peer *peer = d->peers[i];
+
+    if (peer->hello_seen || peer->closed_by_engine ||
+        now - peer->opened_ms < timeout)
+      continue;
+    fedc_warn(LOG_COMPONENT, "rejected client peer=%s client=%s "
+              "reason=hello_timeout: no Hello within %llu ms",
+              fedc_conn_peer(peer->conn), fedc_conn_identity(peer->conn),
+              (unsigned long long)timeout);
+    fedc_server_count_reject(d, "hello_timeout");
+    peer->closed_by_engine = true;
+    fedc_conn_close(peer->conn);
+  }
+}
+
+/* Closes every connection at shutdown; on_close frees the peers. */
+void fedc_server_peers_close_all(fedc_server_daemon *d)
+{
+  for (size_t i = 0; i < d->npeers; i++)
+    fedc_conn_close(d->peers[i]->conn);
+}
