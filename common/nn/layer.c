@@ -94,20 +94,39 @@ void fedc_layer_free(fedc_layer **layer)
   *layer = NULL;
 }
 
-int fedc_layer_reserve(float **buf, size_t *cap, size_t count)
+/* Grows *buf to count elements of elem bytes. */
+static int reserve_bytes(void **buf, size_t *cap, size_t count, size_t elem)
 {
-  float *grown;
+  void *grown;
 
   if (count <= *cap && *buf != NULL)
     return 0;
-  if (count > SIZE_MAX / sizeof(float))
+  if (count > SIZE_MAX / elem)
     return FEDC_EOVERFLOW;
-  grown = realloc(*buf, (count > 0 ? count : 1) * sizeof(float));
+  grown = realloc(*buf, (count > 0 ? count : 1) * elem);
   if (grown == NULL)
     return FEDC_ENOMEM;
   *buf = grown;
   *cap = count;
   return 0;
+}
+
+int fedc_layer_reserve(float **buf, size_t *cap, size_t count)
+{
+  void *p = *buf;
+  int rc = reserve_bytes(&p, cap, count, sizeof(float));
+
+  *buf = p;
+  return rc;
+}
+
+int fedc_layer_reserve_index(int32_t **buf, size_t *cap, size_t count)
+{
+  void *p = *buf;
+  int rc = reserve_bytes(&p, cap, count, sizeof(int32_t));
+
+  *buf = p;
+  return rc;
 }
 
 void fedc_layer_init_uniform(float *x, size_t n, float bound, fedc_rng *rng)

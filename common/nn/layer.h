@@ -115,8 +115,10 @@ int fedc_layer_declare(fedc_layer *layer, const char *suffix, bool is_buffer,
 /* Calls destroy and frees the layer and its sub-networks; accepts NULL. */
 void fedc_layer_free(fedc_layer **layer);
 
-/* Grows *buf to at least count floats. Returns 0 or FEDC_ENOMEM. */
+/* Grows *buf to at least count floats (or indices); *cap counts elements.
+ * Returns 0, FEDC_EOVERFLOW or FEDC_ENOMEM. */
 int fedc_layer_reserve(float **buf, size_t *cap, size_t count);
+int fedc_layer_reserve_index(int32_t **buf, size_t *cap, size_t count);
 
 /* Fills n floats with the uniform distribution on [-bound, bound). */
 void fedc_layer_init_uniform(float *x, size_t n, float bound, fedc_rng *rng);

@@ -1,6 +1,7 @@
 #include "nn/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -526,4 +527,72 @@ int fedc_model_evaluate(fedc_model *model, const fedc_dataset_view *view,
 void fedc_nn_set_threads(int threads)
 {
   fedc_blas_set_threads(threads);
+}
+
+/* --- Description ----------------------------------------------------------- */
+
+static size_t layer_param_count(const fedc_layer *layer)
+{
+  size_t count = 0;
+
+  for (size_t i = 0; i < layer->num_params; i++)
+    count += layer->params[i].numel;
+  return count;
+}
+
+static void describe_net(FILE *f, const fedc_net *net, int depth)
+{
+  for (size_t i = 0; i < net->count; i++) {
+    const fedc_layer *layer = net->layers[i];
+    char dims[64];
+
+    fedc_layer_shape_format(&layer->out, dims, sizeof(dims));
+    fprintf(f, "  %*s%-*s %-13s %-14s %zu\n", 2 * depth, "", 24 - 2 * depth,
+            layer->name, layer->ops->kind, dims, layer_param_count(layer));
+    for (int s = 0; s < 2; s++)
+      if (layer->sub[s] != NULL)
+        describe_net(f, layer->sub[s], depth + 1);
+  }
+}
+
+static double mib(size_t bytes)
+{
+  return (double)bytes / (1024.0 * 1024.0);
+}
+
+int fedc_model_describe(const fedc_model *model, uint32_t batch_size,
+                        char **out)
+{
+  size_t len = 0, param_bytes = model->total * sizeof(float);
+  size_t batch_bytes, fixed;
+  char dims[64];
+  FILE *f;
+
+  *out = NULL;
+  if (batch_size == 0)
+    return FEDC_EINVAL;
+  f = open_memstream(out, &len);
+  if (f == NULL)
+    return FEDC_ENOMEM;
+  batch_bytes = fedc_net_train_bytes(model->net, batch_size) +
+                (size_t)batch_size * (model->input_dim + model->output_dim) *
+                    sizeof(float);
+  fixed = 2 * param_bytes + model->buffer_total * sizeof(float);
+  fedc_layer_shape_format(&model->net->in, dims, sizeof(dims));
+  fprintf(f, "model %s (loss %s)\n", model->spec, fedc_loss_name(model->loss));
+  fprintf(f, "  %-24s %-13s %-14s %s\n", "layer", "kind", "output", "params");
+  fprintf(f, "  %-24s %-13s %-14s %s\n", "", "input", dims, "");
+  describe_net(f, model->net, 0);
+  fprintf(f, "parameters: %zu (%.2f MiB), buffers: %zu floats\n",
+          model->total, mib(param_bytes), model->buffer_total);
+  fprintf(f, "training memory at batch %u: %.2f MiB with plain SGD, "
+          "%.2f MiB with momentum, %.2f MiB with Adam\n", batch_size,
+          mib(fixed + batch_bytes), mib(fixed + param_bytes + batch_bytes),
+          mib(fixed + 2 * param_bytes + batch_bytes));
+  if (fclose(f) != 0 || *out == NULL) {
+    free(*out);
+    *out = NULL;
+    return FEDC_ENOMEM;
+  }
+  return 0;
 }

@@ -123,6 +123,15 @@ int fedc_model_evaluate_classes(fedc_model *model,
                                 uint64_t *class_correct,
                                 uint64_t *class_total);
 
+/* Writes a table of the model's layers (name, kind, output shape per
+ * example, parameter count), the total parameter count and an estimate of
+ * the memory a training step at batch_size takes (parameters, gradients,
+ * optimizer state, activations and layer scratch space; allocator overhead
+ * not included) into a new malloc'ed string. Returns 0, FEDC_EINVAL for a
+ * zero batch size, or FEDC_ENOMEM. */
+int fedc_model_describe(const fedc_model *model, uint32_t batch_size,
+                        char **out);
+
 /* Sets the OpenBLAS thread count for this process (0 leaves it as is). */
 void fedc_nn_set_threads(int threads);
 

@@ -9,7 +9,14 @@
 #include <string.h>
 
 #include "nn/activation.h"
+#include "nn/conv.h"
 #include "nn/dense.h"
+#include "nn/dropout.h"
+#include "nn/embedding.h"
+#include "nn/flatten.h"
+#include "nn/norm.h"
+#include "nn/pool.h"
+#include "nn/residual.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -312,11 +319,145 @@ static int build_activation(parser *p, stmt *s, const char *name,
   return FEDC_EINVAL;
 }
 
+static int build_conv(parser *p, stmt *s, const char *name,
+                      const fedc_shape *in, fedc_layer **out)
+{
+  uint32_t channels, kernel, stride, pad;
+  bool bias;
+  int rc;
+
+  if ((rc = arg_u32(s, 0, "output channels", &channels)) != 0 ||
+      (rc = arg_u32(s, 1, "kernel size", &kernel)) != 0 ||
+      (rc = opt_u32(s, "stride", 1, &stride)) != 0 ||
+      (rc = opt_u32(s, "pad", 0, &pad)) != 0 ||
+      (rc = opt_bool(s, "bias", true, &bias)) != 0 ||
+      (rc = check_consumed(s, 2)) != 0)
+    return rc;
+  return fit(fedc_conv_new(name, in, channels, kernel, stride, pad, bias, out),
+             s, in);
+}
+
+/* Reads "K" or "HxW" into h and w. */
+static int parse_pair(const char *text, uint32_t *h, uint32_t *w)
+{
+  fedc_shape pair;
+
+  if (parse_shape(text, &pair) != 0 || pair.ndim > 2)
+    return FEDC_EINVAL;
+  *h = pair.dim[0];
+  *w = pair.ndim == 2 ? pair.dim[1] : pair.dim[0];
+  return 0;
+}
+
+static int build_pool(parser *p, stmt *s, const char *name,
+                      const fedc_shape *in, fedc_layer **out)
+{
+  enum fedc_pool kind = strcmp(s->kind, "maxpool") == 0 ? FEDC_POOL_MAX
+                                                        : FEDC_POOL_AVG;
+  uint32_t kh, kw, sh, sw, pad;
+  const char *stride;
+  int rc;
+
+  if (s->num_pos < 1 || parse_pair(s->pos[0], &kh, &kw) != 0)
+    return spec_error("%s: missing or invalid kernel size (K or HxW)",
+                      s->kind);
+  stride = opt_text(s, "stride");
+  sh = kh;
+  sw = kw;
+  if (stride != NULL && parse_pair(stride, &sh, &sw) != 0)
+    return spec_error("%s: invalid stride \"%s\"", s->kind, stride);
+  if ((rc = opt_u32(s, "pad", 0, &pad)) != 0 ||
+      (rc = check_consumed(s, 1)) != 0)
+    return rc;
+  return fit(fedc_pool_new(name, in, kind, kh, kw, sh, sw, pad, out), s, in);
+}
+
+static int build_batchnorm(parser *p, stmt *s, const char *name,
+                           const fedc_shape *in, fedc_layer **out)
+{
+  float eps, momentum;
+  int rc;
+
+  if ((rc = opt_float(s, "eps", 1e-5f, &eps)) != 0 ||
+      (rc = opt_float(s, "momentum", 0.1f, &momentum)) != 0 ||
+      (rc = check_consumed(s, 0)) != 0)
+    return rc;
+  return fit(fedc_norm_batch_new(name, in, eps, momentum, out), s, in);
+}
+
+static int build_layernorm(parser *p, stmt *s, const char *name,
+                           const fedc_shape *in, fedc_layer **out)
+{
+  uint32_t dims;
+  float eps;
+  int rc;
+
+  if ((rc = opt_u32(s, "dims", 1, &dims)) != 0 ||
+      (rc = opt_float(s, "eps", 1e-5f, &eps)) != 0 ||
+      (rc = check_consumed(s, 0)) != 0)
+    return rc;
+  return fit(fedc_norm_layer_new(name, in, dims, eps, out), s, in);
+}
+
+static int build_dropout(parser *p, stmt *s, const char *name,
+                         const fedc_shape *in, fedc_layer **out)
+{
+  float prob;
+  int rc;
+
+  if (s->num_pos < 1 || parse_float(s->pos[0], &prob) != 0 ||
+      !(prob >= 0.0f && prob < 1.0f))
+    return spec_error("dropout: the probability must be in [0, 1)");
+  if ((rc = check_consumed(s, 1)) != 0)
+    return rc;
+  return fit(fedc_dropout_new(name, in, prob, out), s, in);
+}
+
+static int build_flatten(parser *p, stmt *s, const char *name,
+                         const fedc_shape *in, fedc_layer **out)
+{
+  int rc = check_consumed(s, 0);
+
+  return rc != 0 ? rc : fedc_flatten_new(name, in, out);
+}
+
+static int build_embedding(parser *p, stmt *s, const char *name,
+                           const fedc_shape *in, fedc_layer **out)
+{
+  bool bag = strcmp(s->kind, "embeddingbag") == 0;
+  const char *pad_text = opt_text(s, "padding");
+  int64_t padding = FEDC_EMBEDDING_NO_PADDING;
+  uint32_t vocab, dim, pad;
+  int rc;
+
+  if ((rc = arg_u32(s, 0, "vocabulary size", &vocab)) != 0 ||
+      (rc = arg_u32(s, 1, "embedding size", &dim)) != 0 ||
+      (rc = check_consumed(s, 2)) != 0)
+    return rc;
+  if (pad_text != NULL) {
+    if (parse_u32(pad_text, &pad) != 0 || pad >= vocab)
+      return spec_error("%s: padding=%s is not an id below %u", s->kind,
+                        pad_text, vocab);
+    padding = pad;
+  }
+  return fit(fedc_embedding_new(name, in, vocab, dim, bag, padding, out), s,
+             in);
+}
+
 static const struct {
   const char *kind;
   build_fn build;
 } builders[] = {
   { "dense", build_dense },
+  { "conv", build_conv },
+  { "maxpool", build_pool },
+  { "avgpool", build_pool },
+  { "batchnorm", build_batchnorm },
+  { "layernorm", build_layernorm },
+  { "dropout", build_dropout },
+  { "flatten", build_flatten },
+  { "embedding", build_embedding },
+  { "embeddingbag", build_embedding },
   { "relu", build_activation },
   { "leaky_relu", build_activation },
   { "gelu", build_activation },
@@ -341,9 +482,69 @@ static int check_limits(parser *p, const fedc_layer *layer)
   return 0;
 }
 
+static int parse_block(parser *p, fedc_net *net, const char *prefix,
+                       int depth);
+
+/* Parses "{ LAYERS }" into a new net that takes in. */
+static int parse_sub_block(parser *p, const fedc_shape *in, const char *prefix,
+                           int depth, fedc_net **out)
+{
+  const char *t = peek(&p->tok);
+  int rc;
+
+  *out = NULL;
+  if (t == NULL || strcmp(t, "{") != 0)
+    return spec_error("expected \"{\" after residual or shortcut");
+  p->tok.next++;
+  if ((rc = fedc_net_new(in, out)) != 0 ||
+      (rc = parse_block(p, *out, prefix, depth)) != 0) {
+    fedc_net_free(out);
+    return rc;
+  }
+  p->tok.next++;                     /* the "}" that ended the block */
+  return 0;
+}
+
+/* Builds "residual { BODY } [shortcut { SHORTCUT }]" and appends it. */
+static int add_residual(parser *p, stmt *s, const char *name, fedc_net *net,
+                        int depth)
+{
+  char prefix[FEDC_LAYER_NAME_MAX + 16];
+  fedc_net *body = NULL, *shortcut = NULL;
+  fedc_layer *layer;
+  const char *t;
+  int rc;
+
+  if ((rc = check_consumed(s, 0)) != 0)
+    return rc;
+  if (depth >= FEDC_SPEC_MAX_DEPTH)
+    return spec_error("residual blocks nested deeper than %d",
+                      FEDC_SPEC_MAX_DEPTH);
+  snprintf(prefix, sizeof(prefix), "%s.body.", name);
+  if ((rc = parse_sub_block(p, &net->out, prefix, depth + 1, &body)) != 0)
+    return rc;
+  t = peek(&p->tok);
+  if (t != NULL && strcmp(t, "shortcut") == 0) {
+    p->tok.next++;
+    snprintf(prefix, sizeof(prefix), "%s.shortcut.", name);
+    rc = parse_sub_block(p, &net->out, prefix, depth + 1, &shortcut);
+    if (rc != 0) {
+      fedc_net_free(&body);
+      return rc;
+    }
+  }
+  rc = fedc_residual_new(name, &net->out, body, shortcut, &layer);
+  if (rc == FEDC_EINVAL)
+    return spec_error("residual %s: body and shortcut outputs differ in "
+                      "shape, or the body is empty", name);
+  if (rc == 0 && (rc = check_limits(p, layer)) != 0)
+    fedc_layer_free(&layer);
+  return rc != 0 ? rc : fedc_net_append(net, layer);
+}
+
 /* Builds one layer statement and appends it to net. */
 static int add_layer(parser *p, stmt *s, const char *prefix, size_t index,
-                     fedc_net *net)
+                     fedc_net *net, int depth)
 {
   char name[FEDC_LAYER_NAME_MAX];
   const char *given = opt_text(s, "name");
@@ -354,6 +555,11 @@ static int add_layer(parser *p, stmt *s, const char *prefix, size_t index,
                     : snprintf(name, sizeof(name), "%s%zu", prefix, index);
   if (n < 0 || (size_t)n >= sizeof(name) - 16)
     return spec_error("%s: layer name too long", s->kind);
+  if (given != NULL && (given[0] == '\0' || strchr(given, '.') != NULL))
+    return spec_error("%s: name=\"%s\" must be non-empty without dots",
+                      s->kind, given);
+  if (strcmp(s->kind, "residual") == 0)
+    return add_residual(p, s, name, net, depth);
   for (size_t i = 0; i < sizeof(builders) / sizeof(builders[0]); i++) {
     if (strcmp(s->kind, builders[i].kind) != 0)
       continue;
@@ -368,9 +574,10 @@ static int add_layer(parser *p, stmt *s, const char *prefix, size_t index,
   return spec_error("unknown layer \"%s\"", s->kind);
 }
 
-/* Parses statements into net until "}" (inside a block) or the end. */
+/* Parses statements into net until "}" (inside a block, depth > 0) or the
+ * end (at the top, depth 0). */
 static int parse_block(parser *p, fedc_net *net, const char *prefix,
-                       bool top)
+                       int depth)
 {
   size_t index = 0;
   stmt s;
@@ -382,13 +589,13 @@ static int parse_block(parser *p, fedc_net *net, const char *prefix,
       continue;
     }
     if (strcmp(t, "}") == 0)
-      return top ? spec_error("unmatched \"}\"") : 0;
+      return depth == 0 ? spec_error("unmatched \"}\"") : 0;
     if (!is_word(t))
       return spec_error("unexpected \"%s\"", t);
     if ((rc = read_stmt(&p->tok, &s)) != 0)
       return rc;
     if (strcmp(s.kind, "loss") == 0) {
-      if (!top || p->have_loss || s.num_pos != 1 || s.num_keys != 0 ||
+      if (depth > 0 || p->have_loss || s.num_pos != 1 || s.num_keys != 0 ||
           fedc_loss_parse(s.pos[0], &p->loss) != 0)
         return spec_error("loss takes one of ce, bce, mse, once, at the top");
       p->have_loss = true;
@@ -396,10 +603,10 @@ static int parse_block(parser *p, fedc_net *net, const char *prefix,
     }
     if (strcmp(s.kind, "input") == 0)
       return spec_error("input must be the first statement");
-    if ((rc = add_layer(p, &s, prefix, index++, net)) != 0)
+    if ((rc = add_layer(p, &s, prefix, index++, net, depth)) != 0)
       return rc;
   }
-  return top ? 0 : spec_error("missing \"}\"");
+  return depth == 0 ? 0 : spec_error("missing \"}\"");
 }
 
 static int parse_layers(parser *p, fedc_net **net)
@@ -420,7 +627,7 @@ static int parse_layers(parser *p, fedc_net **net)
                       "like 784 or 1x28x28");
   if ((rc = fedc_net_new(&in, net)) != 0)
     return rc;
-  return parse_block(p, *net, "", true);
+  return parse_block(p, *net, "", 0);
 }
 
 int fedc_spec_build(const char *spec, fedc_net **net, enum fedc_loss *loss)
@@ -536,7 +743,7 @@ static void expand_rescnn(text *t, const uint32_t *s)
 
 static void expand_textbag(text *t, const uint32_t *s)
 {
-  text_add(t, "input %u; embeddingbag %u %u name=embedding; "
+  text_add(t, "input %u; embeddingbag %u %u padding=0 name=embedding; "
            "dense %u name=fc", s[1], s[0], s[2], s[3]);
 }
 

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 void nn_test_fill(float *x, size_t n, float lo, float hi, fedc_rng *rng)
 {
@@ -157,72 +156,13 @@ out:
 
 /* --- Fashion-MNIST --------------------------------------------------------- */
 
-static int read_be32(gzFile f, uint32_t *v)
-{
-  unsigned char b[4];
-
-  if (gzread(f, b, 4) != 4)
-    return -1;
-  *v = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-  return 0;
-}
-
-static int read_idx(const char *path, uint32_t magic, uint32_t *n,
-                    uint32_t *dim, unsigned char **data)
-{
-  gzFile f = gzopen(path, "rb");
-  uint32_t m, rows = 0, cols = 0;
-  int rc = -1;
-
-  *data = NULL;
-  if (f == NULL)
-    return -1;
-  if (read_be32(f, &m) != 0 || m != magic || read_be32(f, n) != 0)
-    goto out;
-  if (magic == 0x803 && (read_be32(f, &rows) != 0 || read_be32(f, &cols) != 0))
-    goto out;
-  *dim = magic == 0x803 ? rows * cols : 1;
-  *data = malloc((size_t)*n * *dim);
-  if (*data != NULL && gzread(f, *data, *n * *dim) == (int)(*n * *dim))
-    rc = 0;
-
-out:
-  gzclose(f);
-  return rc;
-}
-
 int nn_test_load_fmnist(const char *split, fedc_dataset *ds)
 {
   char images[256], labels[256];
-  unsigned char *px = NULL, *lb = NULL;
-  uint32_t n, n2, dim, one;
-  int rc = -1;
 
-  memset(ds, 0, sizeof(*ds));
   snprintf(images, sizeof(images), "%s/%s-images-idx3-ubyte.gz",
            NN_TEST_FMNIST_DIR, split);
   snprintf(labels, sizeof(labels), "%s/%s-labels-idx1-ubyte.gz",
            NN_TEST_FMNIST_DIR, split);
-  if (read_idx(images, 0x803, &n, &dim, &px) != 0 ||
-      read_idx(labels, 0x801, &n2, &one, &lb) != 0 || n != n2)
-    goto out;
-  ds->n = n;
-  ds->dim = dim;
-  ds->num_classes = 10;
-  ds->image_shape[0] = 1;
-  ds->image_shape[1] = ds->image_shape[2] = 28;
-  ds->x = malloc((size_t)n * dim * sizeof(float));
-  ds->y = malloc((size_t)n * sizeof(int32_t));
-  if (ds->x == NULL || ds->y == NULL)
-    goto out;
-  for (size_t i = 0; i < (size_t)n * dim; i++)
-    ds->x[i] = px[i] / 255.0f;
-  for (uint32_t i = 0; i < n; i++)
-    ds->y[i] = lb[i];
-  rc = 0;
-
-out:
-  free(px);
-  free(lb);
-  return rc;
+  return fedc_idx_load(images, labels, ds);
 }

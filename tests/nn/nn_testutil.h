@@ -29,8 +29,8 @@ double nn_test_gradcheck(fedc_net *net, const float *x, uint32_t batch,
 /* Directory of the Fashion-MNIST IDX files. */
 #define NN_TEST_FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
-/* Loads Fashion-MNIST's "train" or "t10k" split into ds (pixels scaled to
- * [0, 1]). Returns 0, or -1 when the files are missing or malformed. */
+/* Loads Fashion-MNIST's "train" or "t10k" split into ds with
+ * fedc_idx_load (pixels scaled to [0, 1]). Returns 0 or a FEDC_E* code. */
 int nn_test_load_fmnist(const char *split, fedc_dataset *ds);
 
 #endif

@@ -24,10 +24,8 @@ static void load_data(void)
 
 static void free_data(void)
 {
-  free(train_set.x);
-  free(train_set.y);
-  free(test_set.x);
-  free(test_set.y);
+  fedc_dataset_close(&train_set);
+  fedc_dataset_close(&test_set);
 }
 
 static double seconds_since(const struct timespec *start)

@@ -1,0 +1,14 @@
+/* Inverted dropout, PyTorch's nn.Dropout: in training each value is zeroed
+ * with probability p and the others scaled by 1 / (1 - p); evaluation
+ * passes values through. Masks come from the pass's generator, so a seed
+ * reproduces them, but they differ from torch's. */
+#ifndef FEDC_NN_DROPOUT_H
+#define FEDC_NN_DROPOUT_H
+
+#include "nn/layer.h"
+
+/* p must be in [0, 1). Returns 0, FEDC_EINVAL or FEDC_ENOMEM. */
+int fedc_dropout_new(const char *name, const fedc_shape *in, float p,
+                     fedc_layer **out);
+
+#endif
