@@ -420,13 +420,14 @@ struct tls_raw {
   uv_async_t done;
   pthread_t thread;
   int offer_alpn;
+  int max_version;         /* highest TLS version offered, 0 for 1.3 */
   const uint8_t *bytes;
   size_t len;
   int handshake_ok;
   int read_timed_out;
 };
 
-static SSL_CTX *tls_raw_ctx(int offer_alpn)
+static SSL_CTX *tls_raw_ctx(int offer_alpn, int max_version)
 {
   static const unsigned char alpn[] = "\x06" "fedc/1";
   char cert[400], key[400], ca[400];
@@ -439,7 +440,10 @@ static SSL_CTX *tls_raw_ctx(int offer_alpn)
   SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM);
   SSL_CTX_load_verify_locations(ctx, ca, NULL);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  if (max_version != 0)
+    SSL_CTX_set_max_proto_version(ctx, max_version);
+  else
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   if (offer_alpn)
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
   return ctx;
@@ -448,7 +452,7 @@ static SSL_CTX *tls_raw_ctx(int offer_alpn)
 static void *tls_raw_main(void *arg)
 {
   struct tls_raw *r = arg;
-  SSL_CTX *ctx = tls_raw_ctx(r->offer_alpn);
+  SSL_CTX *ctx = tls_raw_ctx(r->offer_alpn, r->max_version);
   struct sockaddr_in addr = { .sin_family = AF_INET };
   struct timeval timeout = { .tv_sec = 5 };
   char buf[4096];
@@ -485,11 +489,12 @@ static void tls_raw_on_done(uv_async_t *async)
 }
 
 static void tls_raw_start(struct harness *h, struct tls_raw *r, int offer_alpn,
-                          const uint8_t *bytes, size_t len)
+                          int max_version, const uint8_t *bytes, size_t len)
 {
   memset(r, 0, sizeof(*r));
   r->h = h;
   r->offer_alpn = offer_alpn;
+  r->max_version = max_version;
   r->bytes = bytes;
   r->len = len;
   ck_assert_int_eq(uv_async_init(&h->loop, &r->done, tls_raw_on_done), 0);
@@ -1004,7 +1009,7 @@ START_TEST(tls_pause_inside_one_record)
   harness_init(&h, "127.0.0.1", NULL);
   h.server_frame = pause_on_first_frame;
   h.closes_expected = 2;
-  tls_raw_start(&h, &raw, 1, frames, len);
+  tls_raw_start(&h, &raw, 1, 0, frames, len);
   harness_run(&h);
   pthread_join(raw.thread, NULL);
 
@@ -1024,7 +1029,7 @@ START_TEST(tls_alpn_required)
 
   harness_init(&h, "127.0.0.1", NULL);
   h.closes_expected = 1;
-  tls_raw_start(&h, &raw, 0, NULL, 0);
+  tls_raw_start(&h, &raw, 0, 0, NULL, 0);
   harness_run(&h);
   pthread_join(raw.thread, NULL);
 
@@ -1033,6 +1038,24 @@ START_TEST(tls_alpn_required)
   ck_assert_uint_eq(h.stats.failed_tls, 1);
   ck_assert_uint_eq(h.stats.established, 0);
   ck_assert(log_contains("ALPN"));
+}
+END_TEST
+
+START_TEST(tls_version_below_1_3_rejected)
+{
+  struct tls_raw raw;
+  struct harness h;
+
+  harness_init(&h, "127.0.0.1", NULL);
+  h.closes_expected = 1;
+  tls_raw_start(&h, &raw, 1, TLS1_2_VERSION, NULL, 0);
+  harness_run(&h);
+  pthread_join(raw.thread, NULL);
+
+  ck_assert_int_eq(raw.handshake_ok, 0);
+  ck_assert_int_eq(h.nservers, 0);
+  ck_assert_uint_eq(h.stats.failed_tls, 1);
+  ck_assert(log_contains("unsupported protocol"));
 }
 END_TEST
 
@@ -1060,7 +1083,7 @@ START_TEST(tls_bad_frames_dropped)
 
   harness_init(&h, "127.0.0.1", NULL);
   h.closes_expected = 2;
-  tls_raw_start(&h, &raw, 1, bad->bytes, bad->len);
+  tls_raw_start(&h, &raw, 1, 0, bad->bytes, bad->len);
   harness_run(&h);
   pthread_join(raw.thread, NULL);
 
@@ -1281,6 +1304,7 @@ int main(void)
   tcase_add_test(tc, tls_pause_and_resume);
   tcase_add_test(tc, tls_pause_inside_one_record);
   tcase_add_test(tc, tls_alpn_required);
+  tcase_add_test(tc, tls_version_below_1_3_rejected);
   tcase_add_loop_test(tc, tls_bad_frames_dropped, 0,
                       sizeof(bad_frames) / sizeof(bad_frames[0]));
   tcase_add_test(tc, tls_reload_keeps_connections);
