@@ -1,4 +1,5 @@
 #include <check.h>
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,21 @@ START_TEST(encode_decode_round_trip)
 }
 END_TEST
 
+/* Returns the number of entries in folder, "." and ".." excluded. */
+static int count_entries(const char *folder)
+{
+  DIR *dir = opendir(folder);
+  struct dirent *e;
+  int count = 0;
+
+  ck_assert_ptr_nonnull(dir);
+  while ((e = readdir(dir)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      count++;
+  closedir(dir);
+  return count;
+}
+
 START_TEST(write_read_round_trip)
 {
   fedc_tensor_list list, back;
@@ -139,8 +155,9 @@ START_TEST(write_read_round_trip)
   ck_assert_int_eq(stat(path, &st), 0);
   ck_assert_uint_eq(st.st_mode & 0777, 0600);
 
-  /* Writing again replaces the file whole. */
+  /* Writing again replaces the file whole and leaves no temporary file. */
   ck_assert_int_eq(fedc_safetensors_write(path, &list, NULL), 0);
+  ck_assert_int_eq(count_entries(dir), 1);
   fedc_tensor_list_init(&back);
   fedc_metadata_init(&meta_back);
   ck_assert_int_eq(fedc_safetensors_read(path, &back, &meta_back), 0);
