@@ -1,11 +1,11 @@
-/* The actions the client engine asks its driver to carry out.
+/* The actions the client engine requests from its driver.
  *
  * An event appends actions to a caller-owned fedc_client_actions list; the
  * driver carries them out in order and then clears the list. Pointers an
  * action owns (a message, a stream, a snapshot reference) are freed by
  * fedc_client_actions_clear() unless the driver took them by setting the
  * field to NULL. Messages and streams go out in action order, and a stream
- * is sent whole before the next message; a CLOSE may drop what is still
+ * is sent whole before the next message. A CLOSE may drop what is still
  * queued. */
 #ifndef FEDC_CLIENT_ACTIONS_H
 #define FEDC_CLIENT_ACTIONS_H
@@ -45,7 +45,7 @@ typedef struct fedc_client_action {
     struct {
       int error;                 /* FEDC_E* cause on our side, or 0 */
       Fedc__ErrorCode server_code;  /* code of the server's Error, or 0 */
-      bool goodbye;              /* the server said Goodbye */
+      bool goodbye;              /* the server sent Goodbye */
       bool retry;                /* false when reconnecting cannot help:
                                     the server speaks another version */
       char reason[FEDC_CLIENT_REASON_MAX];

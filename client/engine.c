@@ -145,7 +145,7 @@ static int disconnect(fedc_client_engine *e, fedc_client_actions *out,
   return 0;
 }
 
-/* Answers a server that broke the protocol with an Error, then closes. */
+/* Replies with an Error to a server that broke the protocol, then closes. */
 __attribute__((format(printf, 4, 5)))
 static int protocol_error(fedc_client_engine *e, fedc_client_actions *out,
                           int error, const char *fmt, ...)

@@ -1,8 +1,8 @@
 /* The client's session logic as a state machine without I/O.
  *
- * Events (connected, message received, lost, training or evaluation
- * finished) go in; actions (send a message or a chunk stream, close, train,
- * evaluate) come out in a fedc_client_actions list that the caller drains.
+ * Events go in: connected, message received, lost, training or evaluation
+ * finished. Actions come out in a fedc_client_actions list that the caller
+ * drains: send a message or a chunk stream, close, train, evaluate.
  * The engine never touches a socket, a clock, a file or a thread, and an
  * idle engine holds no tensors, so the simulator can keep 10^5 of them.
  *
@@ -93,10 +93,10 @@ int fedc_client_engine_received(fedc_client_engine *engine, uint64_t now_ms,
                                 const Fedc__Envelope *message,
                                 fedc_client_actions *out);
 
-/* The TRAIN action of round finished. status is 0 with weights, the model
- * after local training, of which the engine takes ownership (left empty);
- * or a negative FEDC_E* code when training failed, and weights may be
- * NULL. The engine sends FitResult and the update weights - global, or an
+/* The TRAIN action of round finished. On success status is 0 and weights
+ * is the model after local training; the engine takes ownership of it and
+ * leaves it empty. When training failed status is a negative FEDC_E* code
+ * and weights may be NULL. The engine sends FitResult and the update weights - global, or an
  * Error TRAINING_FAILED. A result for a task no longer current is dropped.
  * Returns FEDC_ESHAPE (after sending the Error) when weights do not match
  * the global model's layout. */

@@ -1,4 +1,4 @@
-/* The actions the server engine asks its driver to carry out.
+/* The actions the server engine requests from its driver.
  *
  * An event appends actions to a caller-owned fedc_server_actions list; the
  * driver carries them out in order and then clears the list. Pointers an
@@ -24,7 +24,8 @@
 
 #define FEDC_REASON_MAX 192
 
-/* Why the engine closed a peer; the index of fedc_server_stats.rejected. */
+/* The offense for which the engine closed a peer, also the index of
+ * fedc_server_stats.rejected. */
 enum fedc_server_reject {
   FEDC_REJECT_NONE = 0,          /* no offense: shutdown or training done */
   FEDC_REJECT_VERSION,           /* another protocol version */

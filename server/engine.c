@@ -369,8 +369,8 @@ static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
   return rc == 1 ? finish_upload(e, peer, out) : 0;
 }
 
-/* A client that cannot finish its task (training failed) says so with an
- * Error; it leaves the round but stays connected and becomes idle. */
+/* A client that cannot finish its task (training failed) sends an Error.
+ * It leaves the round but stays connected and becomes idle. */
 static int on_client_error(fedc_server_engine *e, fedc_peer *peer,
                            const Fedc__Error *error)
 {

@@ -1,10 +1,10 @@
 /* The server's round logic as a state machine without I/O.
  *
- * The engine takes events (peer connected, message received, peer lost,
- * timer fired, evaluation finished) and appends actions (send a message or
- * a chunk stream, close a peer, start or cancel a timer, evaluate,
- * checkpoint, round finished) to a fedc_server_actions list that the
- * caller drains. It never touches a socket, a clock, a file or a thread,
+ * The engine takes events: peer connected, message received, peer lost,
+ * timer fired, evaluation finished. For each it appends actions to a
+ * fedc_server_actions list that the caller drains: send a message or a
+ * chunk stream, close a peer, start or cancel a timer, evaluate,
+ * checkpoint, round finished. It never touches a socket, a clock, a file or a thread,
  * so the daemon (libuv), the simulator (virtual clock) and the tests
  * (scripted events) drive the same code. Every event carries the driver's
  * time in milliseconds from any fixed origin; it must not go backwards.
@@ -122,9 +122,10 @@ int fedc_server_engine_new(const fedc_server_engine_config *config,
 void fedc_server_engine_free(fedc_server_engine **engine);
 
 /* Events. Each appends its actions to out and returns 0, FEDC_EINVAL for a
- * driver error (an unknown or reused connection id, NULL arguments), or
- * FEDC_ENOMEM, after which some actions may be missing: the driver should
- * stop, and the last checkpoint is the state to resume from. */
+ * driver error (a reused connection id, an evaluation result for another
+ * round, NULL arguments), or FEDC_ENOMEM. After FEDC_ENOMEM some actions
+ * may be missing, so the driver should stop and resume from the last
+ * checkpoint. */
 
 /* Lets rounds begin. Until then peers may connect and register. */
 int fedc_server_engine_start(fedc_server_engine *engine, uint64_t now_ms,
@@ -160,9 +161,9 @@ int fedc_server_engine_evaluated(fedc_server_engine *engine, uint64_t now_ms,
                                  const fedc_server_eval *result,
                                  fedc_server_actions *out);
 
-/* Stops: abandons an open round, says Goodbye to and closes every peer,
- * cancels the deadline and ends with DONE. Later events only close new
- * peers. */
+/* Stops: drops an open round, sends every peer a Goodbye and closes it,
+ * cancels the deadline and ends with DONE. Later connections are closed
+ * at once. */
 int fedc_server_engine_shutdown(fedc_server_engine *engine, uint64_t now_ms,
                                 const char *reason, fedc_server_actions *out);
 

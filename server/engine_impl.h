@@ -48,8 +48,9 @@ struct fedc_server_engine {
   fedc_server_stats stats;
 };
 
-/* Closes the round's stragglers' books when peer leaves the cohort before
- * reporting: lost, rejected or failed. */
+/* Counts peer as lost to the open round when it leaves the cohort before
+ * reporting (connection lost, closed, or training failed), and frees its
+ * staged update. */
 void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer);
 
 /* Closes the round when its closing conditions hold, then starts the next

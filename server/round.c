@@ -197,7 +197,7 @@ int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
   return 0;
 }
 
-/* Returns why the open round should close now, or NULL. */
+/* Returns the reason the open round should close now, or NULL. */
 static const char *close_reason(const fedc_server_engine *e)
 {
   const fedc_round_state *r = &e->round;
@@ -246,7 +246,7 @@ static int cancel_timer(fedc_server_engine *e, fedc_server_actions *out)
 }
 
 /* Applies the aggregate to the global model in place, after copying the
- * model when a stream, an evaluation or a checkpoint still holds it. */
+ * model when a stream, an evaluation or a checkpoint still references it. */
 static int aggregate(fedc_server_engine *e)
 {
   fedc_tensor_list *global = fedc_snapshot_mutable(e->global);
@@ -339,14 +339,14 @@ static bool evaluation_due(const fedc_server_engine *e)
   return e->round.id % every == 0 || e->round.id == e->config.total_rounds;
 }
 
-static int abandon(fedc_server_engine *e, uint64_t now_ms, const char *why,
+static int abandon(fedc_server_engine *e, uint64_t now_ms, const char *cause,
                    fedc_server_actions *out)
 {
   const fedc_round_state *r = &e->round;
 
   fedc_agg_begin(e->agg);
   fill_metrics(e, false, "%u of %u sampled clients reported, quorum %u: %s",
-               r->reported, r->sampled, r->required, why);
+               r->reported, r->sampled, r->required, cause);
   e->stats.rounds_abandoned++;
   fedc_warn(LOG_COMPONENT, "round abandoned, model unchanged round=%llu "
             "reason=\"%s\"", (unsigned long long)r->id, r->metrics.reason);
@@ -354,7 +354,7 @@ static int abandon(fedc_server_engine *e, uint64_t now_ms, const char *why,
 }
 
 static int close_round(fedc_server_engine *e, uint64_t now_ms,
-                       const char *why, fedc_server_actions *out)
+                       const char *cause, fedc_server_actions *out)
 {
   fedc_round_state *r = &e->round;
   fedc_server_action *a;
@@ -365,7 +365,7 @@ static int close_round(fedc_server_engine *e, uint64_t now_ms,
   release_cohort(e);
   e->last_round = r->id;
   if (r->reported < r->required || r->reported < fedc_agg_min_updates(e->agg))
-    return abandon(e, now_ms, why, out);
+    return abandon(e, now_ms, cause, out);
   rc = aggregate(e);
   if (rc < 0)
     return abandon(e, now_ms, fedc_strerror(rc), out);
@@ -374,7 +374,7 @@ static int close_round(fedc_server_engine *e, uint64_t now_ms,
   e->stats.rounds_aggregated++;
   fedc_info(LOG_COMPONENT, "round closed round=%llu reported=%u sampled=%u "
             "reason=\"%s\"", (unsigned long long)r->id, r->reported,
-            r->sampled, why);
+            r->sampled, cause);
   if (!evaluation_due(e))
     return finish_round(e, now_ms, out);
 
@@ -391,8 +391,8 @@ int fedc_round_settle(fedc_server_engine *e, uint64_t now_ms,
                       fedc_server_actions *out)
 {
   if (e->phase == FEDC_SERVER_TRAINING) {
-    const char *why = close_reason(e);
-    int rc = why ? close_round(e, now_ms, why, out) : 0;
+    const char *cause = close_reason(e);
+    int rc = cause ? close_round(e, now_ms, cause, out) : 0;
 
     if (rc < 0)
       return rc;

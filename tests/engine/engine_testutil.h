@@ -76,7 +76,7 @@ void ts_assert_rejected(const test_server *s, uint64_t peer,
 void test_drain(fedc_chunker *stream, Fedc__TensorSpec **specs, size_t n,
                 fedc_tensor_list *out);
 
-/* Asserts that the global model holds exactly values. */
+/* Asserts that the global model is exactly values. */
 void ts_assert_model(const test_server *s, const float values[TEST_PARAMS]);
 
 #endif

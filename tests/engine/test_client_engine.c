@@ -63,7 +63,7 @@ static Fedc__Envelope__BodyCase tc_body(const fedc_client_action *a)
   return fedc_message_envelope(a->send.message)->body_case;
 }
 
-/* Connects and answers the Hello with a Welcome for round 3. */
+/* Connects, then replies to the Hello with a Welcome for round 3. */
 static void tc_connect(test_client *t)
 {
   const Fedc__Envelope *hello;

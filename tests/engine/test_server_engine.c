@@ -283,7 +283,7 @@ static void offend_name(test_server *s)
   fedc_snapshot_unref(&snap);
 }
 
-/* A valid FitResult, then chunks of which the third holds a NaN. */
+/* A valid FitResult, then chunks of which the third contains a NaN. */
 static void offend_nan(test_server *s)
 {
   const float bad[TEST_PARAMS] = { 1, 2, 3, 4, NAN, 6 };
@@ -708,8 +708,9 @@ START_TEST(deadline_with_quorum_aggregates)
 }
 END_TEST
 
-/* At the deadline only two of four have reported: the round is abandoned
- * and the model is unchanged; an upload cut by the deadline is dropped. */
+/* At the deadline only two of four have reported, so the round is
+ * abandoned and the model is unchanged. An upload cut by the deadline is
+ * dropped. */
 START_TEST(deadline_without_quorum_abandons)
 {
   const fedc_round_metrics *m;
