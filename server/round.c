@@ -101,6 +101,7 @@ static int send_task(fedc_server_engine *e, fedc_peer *peer,
   peer->state = FEDC_PEER_TRAINING;
   peer->task_round = e->round.id;
   e->round.bytes_sent += fedc_chunker_total_bytes(a->stream.stream);
+  e->stats.bytes_sent += fedc_chunker_total_bytes(a->stream.stream);
   return 0;
 }
 

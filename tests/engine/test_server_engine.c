@@ -178,6 +178,9 @@ START_TEST(full_round_three_clients)
   ck_assert_double_eq(m->seconds, 2.5);
   ck_assert_uint_eq(m->bytes_sent, 3 * 24);
   ck_assert_uint_eq(m->bytes_received, 3 * 24);
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->bytes_sent, 6 * 24);
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->bytes_received,
+                    3 * 24);
   assert_round_started(&s, 2, 2, 3);
   for (uint64_t p = 1; p <= 3; p++)
     assert_task(&s, p, 2, G1);
