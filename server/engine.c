@@ -136,6 +136,8 @@ static void copy_printable(char *dst, size_t size, const char *src)
 
 static void remove_peer(fedc_server_engine *e, fedc_peer *peer)
 {
+  if (peer->state == FEDC_PEER_IDLE)
+    e->idle_peers--;
   if (peer->client_id[0] != '\0')
     e->stats.clients--;
   e->stats.peers--;
@@ -244,6 +246,7 @@ static int on_hello(fedc_server_engine *e, fedc_peer *peer,
 
   fedc_peers_set_client(&e->peers, peer, hello->client_id);
   peer->state = FEDC_PEER_IDLE;
+  e->idle_peers++;
   peer->hello_examples = hello->num_examples;
   e->stats.clients++;
   rc = fedc_message_welcome(e->server_id, e->round.id,
@@ -386,6 +389,7 @@ static int on_client_error(fedc_server_engine *e, fedc_peer *peer,
        peer->state == FEDC_PEER_UPLOADING)) {
     fedc_round_drop_member(e, peer);
     peer->state = FEDC_PEER_IDLE;
+    e->idle_peers++;
   }
   return 0;
 }

@@ -42,6 +42,9 @@ struct fedc_server_engine {
   fedc_round_state round;
   uint64_t next_timer;
 
+  /* Peers in state IDLE, kept so that an event while waiting for clients
+   * costs O(1) rather than a scan of every peer. */
+  size_t idle_peers;
   uint32_t *scratch;         /* sampling: indices of idle peers */
   size_t scratch_capacity;
 

@@ -1,5 +1,6 @@
 /* The round lifecycle of the server engine: start and sample, close,
  * aggregate or abandon, evaluate, checkpoint and report. */
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -68,6 +69,7 @@ static int collect_idle(fedc_server_engine *e, size_t *count)
   for (size_t k = 0; k < e->peers.count; k++)
     if (e->peers.items[k].state == FEDC_PEER_IDLE)
       e->scratch[n++] = (uint32_t)k;
+  assert(n == e->idle_peers);
   *count = n;
   return 0;
 }
@@ -100,6 +102,7 @@ static int send_task(fedc_server_engine *e, fedc_peer *peer,
 
   peer->state = FEDC_PEER_TRAINING;
   peer->task_round = e->round.id;
+  e->idle_peers--;
   e->round.bytes_sent += fedc_chunker_total_bytes(a->stream.stream);
   e->stats.bytes_sent += fedc_chunker_total_bytes(a->stream.stream);
   return 0;
@@ -160,7 +163,7 @@ static int maybe_start(fedc_server_engine *e, uint64_t now_ms,
   size_t idle = 0;
   int rc;
 
-  if (!e->started || e->phase != FEDC_SERVER_WAITING)
+  if (!e->started || e->phase != FEDC_SERVER_WAITING || e->idle_peers < need)
     return 0;
   rc = collect_idle(e, &idle);
   if (rc < 0 || idle < need)
@@ -223,8 +226,10 @@ static void release_cohort(fedc_server_engine *e)
 
     if (peer->task_round != e->round.id)
       continue;
-    if (peer->state == FEDC_PEER_REPORTED)
+    if (peer->state == FEDC_PEER_REPORTED) {
       peer->state = FEDC_PEER_IDLE;
+      e->idle_peers++;
+    }
     if (peer->state == FEDC_PEER_UPLOADING) {
       fedc_assembler_free(&peer->upload);
       peer->state = FEDC_PEER_TRAINING;
@@ -482,6 +487,7 @@ int fedc_round_done(fedc_server_engine *e, const char *reason,
     rc = fedc_round_goodbye(e->peers.items[k].id, e->peers.items[k].client_id,
                             reason, out);
   fedc_peers_close(&e->peers);
+  e->idle_peers = 0;
   e->stats.peers = 0;
   e->stats.clients = 0;
   e->phase = FEDC_SERVER_DONE;
