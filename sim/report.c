@@ -15,28 +15,31 @@ static void format_number(char *buf, size_t len, int digits, double x)
     snprintf(buf, len, "null");
 }
 
-int fedc_report_write_jsonl(FILE *out, const fedc_round_record *rec,
+int fedc_report_write_jsonl(FILE *out, const fedc_sim_record *rec,
                             int deterministic)
 {
-  char accuracy[32], loss[32], seconds[48] = "", simulated[32];
+  char accuracy[32], loss[32], seconds[48] = "", simulated[32], clock[32];
   int n;
 
   format_number(accuracy, sizeof(accuracy), 6, rec->test_accuracy);
   format_number(loss, sizeof(loss), 6, rec->test_loss);
   format_number(simulated, sizeof(simulated), 3, rec->simulated_seconds);
+  format_number(clock, sizeof(clock), 3, rec->simulated_clock);
   if (!deterministic)
-    snprintf(seconds, sizeof(seconds), "\"seconds\":%.3f,", rec->seconds);
+    snprintf(seconds, sizeof(seconds), "\"seconds\": %.3f, ", rec->seconds);
 
   n = fprintf(out,
-              "{\"round\":%llu,\"test_accuracy\":%s,\"test_loss\":%s,"
-              "\"clients_sampled\":%u,\"clients_reported\":%u,%s"
-              "\"bytes_sent\":%llu,\"bytes_received\":%llu,"
-              "\"simulated_seconds\":%s}\n",
+              "{\"round\": %llu, \"test_accuracy\": %s, \"test_loss\": %s, "
+              "\"clients_sampled\": %u, \"clients_reported\": %u, %s"
+              "\"bytes_sent\": %llu, \"bytes_received\": %llu, "
+              "\"simulated_seconds\": %s, \"simulated_clock\": %s}\n",
               (unsigned long long)rec->round, accuracy, loss,
               rec->clients_sampled, rec->clients_reported, seconds,
               (unsigned long long)rec->bytes_sent,
-              (unsigned long long)rec->bytes_received, simulated);
-  return n < 0 ? FEDC_EIO : 0;
+              (unsigned long long)rec->bytes_received, simulated, clock);
+  if (n < 0 || fflush(out) != 0)
+    return FEDC_EIO;
+  return 0;
 }
 
 void fedc_progress_init(fedc_progress *p, FILE *out, uint64_t total_rounds)
@@ -62,7 +65,7 @@ void fedc_format_duration(double seconds, char *buf, size_t len)
     snprintf(buf, len, "%llud%02lluh", s / 86400, s % 86400 / 3600);
 }
 
-void fedc_progress_update(fedc_progress *p, const fedc_round_record *rec,
+void fedc_progress_update(fedc_progress *p, const fedc_sim_record *rec,
                           double real_total)
 {
   char bar[128], simulated[32], real[32];
@@ -77,7 +80,7 @@ void fedc_progress_update(fedc_progress *p, const fedc_round_record *rec,
   memset(bar + filled, '.', (size_t)(p->width - filled));
   bar[p->width] = '\0';
 
-  fedc_format_duration(rec->simulated_seconds, simulated, sizeof(simulated));
+  fedc_format_duration(rec->simulated_clock, simulated, sizeof(simulated));
   fedc_format_duration(real_total, real, sizeof(real));
   fprintf(p->out, "\r[%s] round %llu/%llu  acc %.4f  %u/%u clients  "
           "sim %s  real %s ", bar, (unsigned long long)rec->round,

@@ -1,31 +1,34 @@
 /* What fedc-sim reports per round: a JSON Lines record and a progress bar.
  *
- * The record has the fields of the server's per-round metrics (round,
- * test_accuracy, test_loss, clients_sampled, clients_reported, seconds,
- * bytes_sent, bytes_received) plus simulated_seconds. "seconds" is real
- * time, which differs from run to run, so a deterministic record leaves it
- * out; every other field depends only on the seed and the options. */
+ * The record has the fields of fedc-server's per-round metrics, in its
+ * format (round, test_accuracy, test_loss, clients_sampled,
+ * clients_reported, seconds, bytes_sent, bytes_received), plus
+ * simulated_seconds, the round's length in simulated time, and
+ * simulated_clock, the simulated time at its end. "seconds" is real time,
+ * which differs from run to run, so a deterministic record leaves it out;
+ * every other field depends only on the inputs, the seed and the options. */
 #ifndef FEDC_SIM_REPORT_H
 #define FEDC_SIM_REPORT_H
 
 #include <stdint.h>
 #include <stdio.h>
 
-typedef struct fedc_round_record {
+typedef struct fedc_sim_record {
   uint64_t round;
   double test_accuracy;        /* on the held-out test set; NAN if not run */
   double test_loss;
   uint32_t clients_sampled;    /* the cohort the server sent tasks to */
   uint32_t clients_reported;   /* updates the server accepted */
   double seconds;              /* real time the round took */
-  uint64_t bytes_sent;         /* by the server, tensor data and messages */
-  uint64_t bytes_received;     /* by the server */
-  double simulated_seconds;    /* virtual clock when the round closed */
-} fedc_round_record;
+  uint64_t bytes_sent;         /* tensor data the server sent */
+  uint64_t bytes_received;     /* tensor data the server accepted */
+  double simulated_seconds;    /* the round's length in simulated time */
+  double simulated_clock;      /* simulated time when the round closed */
+} fedc_sim_record;
 
 /* Writes rec as one JSON object and a newline. deterministic leaves out
  * "seconds". Returns 0 or FEDC_EIO. */
-int fedc_report_write_jsonl(FILE *out, const fedc_round_record *rec,
+int fedc_report_write_jsonl(FILE *out, const fedc_sim_record *rec,
                             int deterministic);
 
 /* A one-line progress bar redrawn in place with '\r'. */
@@ -39,7 +42,7 @@ typedef struct fedc_progress {
 void fedc_progress_init(fedc_progress *p, FILE *out, uint64_t total_rounds);
 
 /* Redraws the bar after rec; real_total is the real seconds since start. */
-void fedc_progress_update(fedc_progress *p, const fedc_round_record *rec,
+void fedc_progress_update(fedc_progress *p, const fedc_sim_record *rec,
                           double real_total);
 
 /* Ends the bar's line so later output starts on a new one. */

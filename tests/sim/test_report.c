@@ -10,7 +10,7 @@
 #include "util/error.h"
 
 /* Returns the text written to a memory stream by write(rec). */
-static char *record_text(const fedc_round_record *rec, int deterministic)
+static char *record_text(const fedc_sim_record *rec, int deterministic)
 {
   char *text = NULL;
   size_t len = 0;
@@ -24,22 +24,24 @@ static char *record_text(const fedc_round_record *rec, int deterministic)
 
 START_TEST(report_jsonl_fields)
 {
-  fedc_round_record rec = {
+  fedc_sim_record rec = {
     .round = 12, .test_accuracy = 0.8125, .test_loss = 0.5,
     .clients_sampled = 10, .clients_reported = 9, .seconds = 1.25,
-    .bytes_sent = 1000, .bytes_received = 900, .simulated_seconds = 3600.5,
+    .bytes_sent = 1000, .bytes_received = 900, .simulated_seconds = 60.25,
+    .simulated_clock = 3600.5,
   };
   char *full = record_text(&rec, 0);
   char *fixed = record_text(&rec, 1);
 
   ck_assert_str_eq(full,
-                   "{\"round\":12,\"test_accuracy\":0.812500,"
-                   "\"test_loss\":0.500000,\"clients_sampled\":10,"
-                   "\"clients_reported\":9,\"seconds\":1.250,"
-                   "\"bytes_sent\":1000,\"bytes_received\":900,"
-                   "\"simulated_seconds\":3600.500}\n");
+                   "{\"round\": 12, \"test_accuracy\": 0.812500, "
+                   "\"test_loss\": 0.500000, \"clients_sampled\": 10, "
+                   "\"clients_reported\": 9, \"seconds\": 1.250, "
+                   "\"bytes_sent\": 1000, \"bytes_received\": 900, "
+                   "\"simulated_seconds\": 60.250, "
+                   "\"simulated_clock\": 3600.500}\n");
   ck_assert_ptr_null(strstr(fixed, "\"seconds\""));
-  ck_assert_ptr_nonnull(strstr(fixed, "\"simulated_seconds\":3600.500"));
+  ck_assert_ptr_nonnull(strstr(fixed, "\"simulated_seconds\": 60.250"));
   free(full);
   free(fixed);
 }
@@ -47,12 +49,12 @@ END_TEST
 
 START_TEST(report_jsonl_unmeasured_is_null)
 {
-  fedc_round_record rec = { .round = 1, .test_accuracy = NAN,
+  fedc_sim_record rec = { .round = 1, .test_accuracy = NAN,
                             .test_loss = NAN };
   char *text = record_text(&rec, 1);
 
-  ck_assert_ptr_nonnull(strstr(text, "\"test_accuracy\":null,"));
-  ck_assert_ptr_nonnull(strstr(text, "\"test_loss\":null,"));
+  ck_assert_ptr_nonnull(strstr(text, "\"test_accuracy\": null,"));
+  ck_assert_ptr_nonnull(strstr(text, "\"test_loss\": null,"));
   free(text);
 }
 END_TEST
@@ -78,7 +80,7 @@ START_TEST(progress_off_when_not_terminal)
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   fedc_progress p;
-  fedc_round_record rec = { .round = 1 };
+  fedc_sim_record rec = { .round = 1 };
 
   fedc_progress_init(&p, f, 10);
   ck_assert_ptr_null(p.out);

@@ -1,0 +1,388 @@
+/* fedc-sim: federated training of many simulated clients on one machine.
+ * The options are in args.c, the simulation in sim.c, the TLS mode in
+ * tls_run.c. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "data/dataset.h"
+#include "data/partition.h"
+#include "device.h"
+#include "plot.h"
+#include "profile.h"
+#include "report.h"
+#include "sim.h"
+#include "tls_run.h"
+#include "util/error.h"
+#include "util/log.h"
+
+/* What the round hook writes to. */
+typedef struct run_output {
+  FILE *metrics;             /* NULL when no metrics file was asked for */
+  int wall_clock;
+  fedc_progress progress;
+  fedc_plot_point *points;
+  size_t count, capacity;
+  double real_total;
+  double last_accuracy;
+  int err;
+} run_output;
+
+/* Finds DIR/NAME or DIR/NAME.gz. */
+static int find_idx_file(const char *dir, const char *name, char *path,
+                         size_t len)
+{
+  snprintf(path, len, "%s/%s", dir, name);
+  if (access(path, R_OK) == 0)
+    return 0;
+  snprintf(path, len, "%s/%s.gz", dir, name);
+  if (access(path, R_OK) == 0)
+    return 0;
+  fprintf(stderr, "fedc-sim: %s/%s not found (plain or .gz); set --data\n",
+          dir, name);
+  return FEDC_ENOENT;
+}
+
+static int load_idx_pair(const char *dir, const char *images,
+                         const char *labels, fedc_dataset *ds)
+{
+  char image_path[4096], label_path[4096];
+  int rc = find_idx_file(dir, images, image_path, sizeof(image_path));
+
+  if (rc == 0)
+    rc = find_idx_file(dir, labels, label_path, sizeof(label_path));
+  if (rc == 0)
+    rc = fedc_idx_load(image_path, label_path, ds);
+  if (rc < 0)
+    fprintf(stderr, "fedc-sim: cannot load %s/%s: %s\n", dir, images,
+            fedc_strerror(rc));
+  return rc;
+}
+
+static int load_file(const char *path, fedc_dataset *ds)
+{
+  int rc = fedc_dataset_load(path, ds);
+
+  if (rc < 0)
+    fprintf(stderr, "fedc-sim: cannot load %s: %s\n", path,
+            fedc_strerror(rc));
+  return rc;
+}
+
+static int load_data(const fedc_args *a, fedc_dataset *train,
+                     fedc_dataset *test)
+{
+  int rc;
+
+  if (a->train_data != NULL)
+    rc = load_file(a->train_data, train);
+  else
+    rc = load_idx_pair(a->data, "train-images-idx3-ubyte",
+                       "train-labels-idx1-ubyte", train);
+  if (rc < 0)
+    return rc;
+  if (a->test_data != NULL)
+    return load_file(a->test_data, test);
+  if (a->train_data != NULL)
+    return 0;
+  return load_idx_pair(a->data, "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte", test);
+}
+
+static int build_partition(const fedc_args *a, const fedc_dataset *train,
+                           fedc_partition *p)
+{
+  fedc_partition_options opts;
+  int rc;
+
+  fedc_partition_options_default(&opts);
+  fedc_partition_scheme_parse(a->partition, &opts.scheme);
+  opts.clients = (uint32_t)a->clients;
+  opts.seed = a->seed;
+  opts.alpha = a->alpha;
+  opts.min_rows = a->min_rows;
+  opts.shards_per_client = (uint32_t)a->shards_per_client;
+  rc = fedc_sim_partition(p, train, &opts, (uint32_t)a->data_copies);
+  if (rc < 0)
+    fprintf(stderr, "fedc-sim: cannot partition %llu rows (x%lu copies) "
+            "among %lu clients with %s: %s\n",
+            (unsigned long long)train->n, a->data_copies, a->clients,
+            a->partition, fedc_strerror(rc));
+  return rc;
+}
+
+static int build_devices(const fedc_args *a, fedc_device_model *m)
+{
+  fedc_device_class c;
+  char message[512];
+  int rc;
+
+  if (a->profile != NULL) {
+    rc = fedc_profile_load(a->profile, m, message, sizeof(message));
+    if (rc < 0)
+      fprintf(stderr, "fedc-sim: %s\n", message);
+    return rc;
+  }
+  fedc_device_class_default(&c, "default");
+  c.speed = a->speed;
+  c.speed_sigma = a->speed_sigma;
+  c.down_bps = a->download_bps;
+  c.up_bps = a->upload_bps;
+  c.bandwidth_sigma = a->bandwidth_sigma;
+  c.dropout = a->dropout;
+  c.period = a->availability_period;
+  c.online = a->availability_online;
+  return fedc_device_model_add_class(m, &c);
+}
+
+static void fill_server_config(const fedc_args *a,
+                               fedc_server_engine_config *s)
+{
+  fedc_server_engine_config_default(s);
+  s->clients_per_round = (uint32_t)a->clients_per_round;
+  s->fraction_fit = a->fraction_fit;
+  s->min_clients = (uint32_t)(a->min_clients ? a->min_clients
+                                             : a->clients_per_round);
+  s->quorum_fraction = a->quorum;
+  s->quorum_count = 1;
+  s->close_at_quorum = a->close_at_quorum;
+  s->round_deadline_ms = a->round_timeout;
+  s->total_rounds = a->rounds;
+  s->evaluate_every = (uint32_t)a->evaluate_every;
+  s->seed = a->seed;
+  s->model_spec = a->model;
+  s->chunk_bytes = (uint32_t)a->chunk_bytes;
+  s->max_frame_bytes = (uint32_t)a->chunk_bytes + (1u << 20);
+
+  s->train.local_epochs = (uint32_t)a->local_epochs;
+  s->train.batch_size = (uint32_t)a->batch_size;
+  s->train.max_steps = (uint32_t)a->max_steps;
+  s->train.learning_rate = (float)a->learning_rate;
+  s->train.momentum = (float)a->momentum;
+  s->train.weight_decay = (float)a->weight_decay;
+  s->train.proximal_mu = (float)a->proximal_mu;
+  s->train.seed = a->seed;
+
+  fedc_agg_strategy_parse(a->strategy, &s->agg.strategy);
+  fedc_agg_config_default(&s->agg, s->agg.strategy);
+  if (a->server_lr > 0)
+    s->agg.server_lr = a->server_lr;
+  if (a->server_momentum > 0)
+    s->agg.server_momentum = a->server_momentum;
+}
+
+static void fill_sim_options(const fedc_args *a, fedc_sim_options *o)
+{
+  fedc_sim_options_default(o);
+  o->seed = a->seed;
+  if (a->workers > 0)
+    o->workers = (unsigned)a->workers;
+  o->reference_flops = a->reference_flops;
+  o->latency_seconds = a->latency / 1000.0;
+  o->reconnect_seconds = a->reconnect_delay;
+  o->max_simulated_seconds = a->max_time;
+  fill_server_config(a, &o->server);
+}
+
+static void add_point(run_output *out, const fedc_sim_round *r)
+{
+  if (out->count == out->capacity) {
+    size_t capacity = out->capacity ? 2 * out->capacity : 64;
+    fedc_plot_point *grown = realloc(out->points,
+                                     capacity * sizeof(*grown));
+
+    if (grown == NULL) {
+      out->err = FEDC_ENOMEM;
+      return;
+    }
+    out->points = grown;
+    out->capacity = capacity;
+  }
+  out->points[out->count++] = (fedc_plot_point){
+    .round = r->metrics.round, .simulated_seconds = r->clock,
+    .accuracy = r->metrics.evaluated ? r->metrics.test_accuracy : NAN,
+  };
+}
+
+static void on_round(void *user, const fedc_sim_round *r)
+{
+  run_output *out = user;
+  const fedc_round_metrics *m = &r->metrics;
+  fedc_sim_record rec = {
+    .round = m->round,
+    .test_accuracy = m->evaluated ? m->test_accuracy : NAN,
+    .test_loss = m->evaluated ? m->test_loss : NAN,
+    .clients_sampled = m->clients_sampled,
+    .clients_reported = m->clients_reported,
+    .seconds = r->real_seconds,
+    .bytes_sent = m->bytes_sent, .bytes_received = m->bytes_received,
+    .simulated_seconds = m->seconds, .simulated_clock = r->clock,
+  };
+
+  out->real_total += r->real_seconds;
+  if (m->evaluated)
+    out->last_accuracy = m->test_accuracy;
+  if (out->metrics != NULL && out->err == 0)
+    out->err = fedc_report_write_jsonl(out->metrics, &rec, !out->wall_clock);
+  add_point(out, r);
+  fedc_progress_update(&out->progress, &rec, out->real_total);
+}
+
+static long peak_rss_kib(void)
+{
+  struct rusage usage;
+
+  return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_maxrss : -1;
+}
+
+/* Prints the run's totals on one key=value line for scripts. */
+static void print_summary(const fedc_sim *sim, const run_output *out)
+{
+  const fedc_sim_stats *st = fedc_sim_get_stats(sim);
+
+  fprintf(stderr, "fedc-sim: done rounds=%llu accuracy=%.4f "
+          "simulated_seconds=%.1f real_seconds=%.3f wait_seconds=%.3f "
+          "train_seconds=%.3f eval_seconds=%.3f trainings=%llu "
+          "dropouts=%llu events=%llu max_live_engines=%zu "
+          "client_record_bytes=%zu peak_rss_kib=%ld\n",
+          (unsigned long long)st->rounds, out->last_accuracy,
+          fedc_sim_clock(sim), st->real_seconds, st->real_wait_seconds,
+          st->real_train_seconds, st->real_eval_seconds,
+          (unsigned long long)st->trainings,
+          (unsigned long long)st->dropouts, (unsigned long long)st->events,
+          st->max_live_engines, st->client_record_bytes, peak_rss_kib());
+}
+
+static int open_metrics(const fedc_args *a, run_output *out)
+{
+  if (a->metrics == NULL)
+    return 0;
+  if (strcmp(a->metrics, "-") == 0) {
+    out->metrics = stdout;
+    return 0;
+  }
+  out->metrics = fopen(a->metrics, "w");
+  if (out->metrics == NULL) {
+    fprintf(stderr, "fedc-sim: cannot write %s: %s\n", a->metrics,
+            strerror(errno));
+    return FEDC_EIO;
+  }
+  return 0;
+}
+
+static int write_plot(const fedc_args *a, const run_output *out)
+{
+  char title[256];
+  int rc;
+
+  if (a->plot == NULL)
+    return 0;
+  snprintf(title, sizeof(title), "%s, %lu clients, %lu per round, %s",
+           a->model, a->clients, a->clients_per_round, a->partition);
+  rc = fedc_plot_write(a->plot, out->points, out->count, title);
+  if (rc == FEDC_ENOENT)
+    fprintf(stderr, "fedc-sim: gnuplot not found; write an .svg plot or "
+            "install gnuplot\n");
+  else if (rc < 0)
+    fprintf(stderr, "fedc-sim: cannot write plot %s: %s\n", a->plot,
+            fedc_strerror(rc));
+  return rc;
+}
+
+static int simulate(const fedc_args *a, const fedc_dataset *train,
+                    const fedc_dataset *test, const fedc_partition *part,
+                    const fedc_device_model *devices)
+{
+  fedc_sim_options opts;
+  run_output out = { .wall_clock = a->wall_clock, .last_accuracy = NAN };
+  fedc_sim_hooks hooks = { .user = &out, .round_finished = on_round };
+  fedc_sim *sim = NULL;
+  int rc;
+
+  fill_sim_options(a, &opts);
+  rc = fedc_sim_new(&opts, train, test->n > 0 ? test : NULL, part, devices,
+                    &sim);
+  if (rc < 0)
+    fprintf(stderr, "fedc-sim: cannot set up the simulation: %s\n",
+            fedc_strerror(rc));
+  if (rc == 0)
+    rc = open_metrics(a, &out);
+  if (rc == 0) {
+    fedc_progress_init(&out.progress, a->progress && out.metrics != stdout
+                                      ? stdout : NULL, a->rounds);
+    rc = fedc_sim_run(sim, &hooks);
+    fedc_progress_finish(&out.progress);
+    if (rc == 0)
+      rc = out.err;
+  }
+  if (sim != NULL)
+    print_summary(sim, &out);
+  if (rc == 0)
+    rc = write_plot(a, &out);
+
+  if (out.metrics != NULL && out.metrics != stdout)
+    fclose(out.metrics);
+  free(out.points);
+  fedc_sim_free(&sim);
+  return rc;
+}
+
+static int run_memory(const fedc_args *a)
+{
+  fedc_dataset train, test;
+  fedc_partition part;
+  fedc_device_model devices;
+  int rc;
+
+  memset(&train, 0, sizeof(train));
+  memset(&test, 0, sizeof(test));
+  fedc_partition_init(&part);
+  fedc_device_model_init(&devices);
+
+  rc = load_data(a, &train, &test);
+  if (rc == 0)
+    rc = build_partition(a, &train, &part);
+  if (rc == 0)
+    rc = build_devices(a, &devices);
+  if (rc == 0)
+    rc = simulate(a, &train, &test, &part, &devices);
+
+  fedc_device_model_close(&devices);
+  fedc_partition_close(&part);
+  fedc_dataset_close(&test);
+  fedc_dataset_close(&train);
+  return rc;
+}
+
+int main(int argc, char **argv)
+{
+  fedc_args args;
+  enum fedc_log_level level = FEDC_LOG_WARN;
+  int rc = fedc_args_parse(&args, argc, argv);
+
+  if (rc < 0)
+    return 2;
+  if (rc == 1) {
+    fedc_args_close(&args);
+    return 0;
+  }
+  fedc_log_parse_level(args.log_level, &level);
+  fedc_log_set_level(level);
+  if (args.log_file != NULL && fedc_log_open(args.log_file) < 0) {
+    fprintf(stderr, "fedc-sim: cannot open log file %s\n", args.log_file);
+    fedc_args_close(&args);
+    return 2;
+  }
+
+  if (strcmp(args.transport, "tls") == 0)
+    rc = fedc_tls_run(&args);
+  else
+    rc = run_memory(&args);
+  fedc_args_close(&args);
+  return rc == 0 ? 0 : 1;
+}
