@@ -187,6 +187,16 @@ static void fill_train_config(Fedc__TrainConfig *p,
   p->proximal_mu = c->proximal_mu;
   p->seed = c->seed;
   p->max_steps = c->max_steps;
+  p->optimizer = (Fedc__Optimizer)c->optimizer;
+  p->nesterov = c->nesterov != 0;
+  p->beta1 = c->beta1;
+  p->beta2 = c->beta2;
+  p->eps = c->eps;
+  p->lr_schedule = (Fedc__LrSchedule)c->lr_schedule;
+  p->lr_step_size = c->lr_step_size;
+  p->lr_gamma = c->lr_gamma;
+  p->lr_min = c->lr_min;
+  p->clip_norm = c->clip_norm;
 }
 
 int fedc_message_fit_task(uint64_t round, const fedc_train_config *config,
@@ -328,6 +338,23 @@ void fedc_message_train_config(const Fedc__TrainConfig *proto,
   out->proximal_mu = proto->proximal_mu;
   out->seed = proto->seed;
   out->max_steps = proto->max_steps;
+
+  /* An optimizer or schedule from a newer peer that this build does not
+   * know falls back to the default rather than to an invalid enum value. */
+  out->optimizer = proto->optimizer <= FEDC__OPTIMIZER__ADAMW
+                       ? (enum fedc_optimizer)proto->optimizer
+                       : FEDC_OPT_SGD;
+  out->nesterov = proto->nesterov;
+  out->beta1 = proto->beta1;
+  out->beta2 = proto->beta2;
+  out->eps = proto->eps;
+  out->lr_schedule = proto->lr_schedule <= FEDC__LR_SCHEDULE__LR_COSINE
+                         ? (enum fedc_lr_schedule)proto->lr_schedule
+                         : FEDC_LR_CONSTANT;
+  out->lr_step_size = proto->lr_step_size;
+  out->lr_gamma = proto->lr_gamma;
+  out->lr_min = proto->lr_min;
+  out->clip_norm = proto->clip_norm;
 }
 
 double fedc_message_find_metric(Fedc__Metric *const *metrics, size_t n,

@@ -435,7 +435,11 @@ START_TEST(messages_survive_packing)
   const float v[TEST_PARAMS] = { 0 };
   fedc_snapshot *snap = test_snapshot(v);
   fedc_train_config train = { .local_epochs = 2, .batch_size = 16,
-                              .learning_rate = 0.5f, .seed = 9 };
+                              .learning_rate = 0.5f, .seed = 9,
+                              .optimizer = FEDC_OPT_ADAMW, .beta2 = 0.98f,
+                              .lr_schedule = FEDC_LR_COSINE,
+                              .lr_min = 0.01f, .clip_norm = 5.0f };
+  fedc_train_config received;
   fedc_hello_info info = { .client_id = "c-1", .num_examples = 600,
                            .trainer = "builtin", .platform = "linux",
                            .cpu_cores = 4, .relative_speed = 0.5 };
@@ -454,6 +458,13 @@ START_TEST(messages_survive_packing)
   ck_assert_uint_eq(back->fit_task->n_model, 2);
   ck_assert_str_eq(back->fit_task->model[1]->name, "b");
   ck_assert_uint_eq(back->fit_task->model[0]->shape[1], 2);
+  fedc_message_train_config(back->fit_task->config, &received);
+  ck_assert_uint_eq(received.local_epochs, 2);
+  ck_assert_int_eq(received.optimizer, FEDC_OPT_ADAMW);
+  ck_assert_float_eq(received.beta2, 0.98f);
+  ck_assert_int_eq(received.lr_schedule, FEDC_LR_COSINE);
+  ck_assert_float_eq(received.lr_min, 0.01f);
+  ck_assert_float_eq(received.clip_norm, 5.0f);
   fedc__envelope__free_unpacked(back, NULL);
   fedc_message_free(&m);
   ck_assert_ptr_null(m);
