@@ -2,7 +2,7 @@
 """Reads fedc checkpoints (safetensors) for the integration tests.
 
     checkpoint.py meta FILE KEY       prints the __metadata__ value of KEY
-    checkpoint.py same-data FILE RAW  exits 0 when RAW holds exactly the
+    checkpoint.py same-data FILE RAW  exits 0 when RAW contains exactly the
                                       tensor data of FILE, in file order
 
 A safetensors file is an 8-byte little-endian header length, a JSON header

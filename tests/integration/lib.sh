@@ -140,7 +140,7 @@ make_data() {
 }
 
 # start_server NAME FLAGS...: starts fedc-server with the test certificates
-# on an ephemeral loopback port (or $server_port when restart_port is set),
+# on an ephemeral loopback port, or on port $restart_port when it is set,
 # logging to $it_dir/NAME.log. Sets server_pid and server_port.
 start_server() {
   name=$1

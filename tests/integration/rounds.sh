@@ -2,8 +2,8 @@
 # fedc-server and three fedc-client daemons train logistic regression on
 # Fashion-MNIST for three rounds over mutual TLS on loopback. Checks the
 # per-round metrics file, the Prometheus endpoint, the checkpoint, the
-# clean exits, and that a client whose id differs from its certificate's
-# CN refuses to start.
+# clean exits, SIGHUP and SIGTERM, and that a client whose id differs from
+# its certificate's CN refuses to start.
 . "$(dirname "$0")/lib.sh"
 
 it_setup
@@ -61,8 +61,9 @@ it_check "checkpoint names the model" \
   test "$(/usr/bin/python3 "$FEDC_SOURCE_ROOT/tests/integration/checkpoint.py" meta "$ckpt" model_spec)" = logreg:784:10
 it_check "server logged the Prometheus port" test -n "$http_port"
 
-# A second server serves /metrics while it waits for clients.
-start_server idle --rounds 1 --min-clients 1 --metrics-listen 127.0.0.1:0
+# A second server serves /metrics while it waits for clients, reloads its
+# certificates on SIGHUP and says Goodbye on SIGTERM.
+start_server idle --rounds 1 --min-clients 2 --metrics-listen 127.0.0.1:0
 http_port=$(metrics_port "$it_dir/idle.log")
 scrape "$http_port" >"$it_dir/scrape.txt" 2>&1
 it_check "/metrics has the round gauge" \
@@ -81,9 +82,20 @@ it_check "client with id other than its CN exits 1 (status $status)" \
 it_check "client names the CN in its error" \
   grep -q "does not match the CN client-0001" "$it_dir/mismatch.log"
 
+kill -HUP "$server_pid"
+wait_for_log "$it_dir/idle.log" 'reloaded certificates' 10
+it_check "idle server reloads its certificates on SIGHUP" test $? = 0
+start_rogue after-reload --id client-0001 --cert "$it_dir/pki/client-0001.pem" \
+  --key "$it_dir/pki/client-0001.key" --mode honest
+wait_for_log "$it_dir/idle.log" 'client connected .*client=client-0001' 10
+it_check "a client connects after the reload" test $? = 0
+
 kill -TERM "$server_pid"
 wait_exit "$server_pid" 30
 it_check "idle server exits 0 on SIGTERM (status $it_status)" \
+  test "$it_status" = 0
+wait_exit "$rogue_pid" 10
+it_check "its client gets Goodbye and exits 0 (status $it_status)" \
   test "$it_status" = 0
 
 it_finish
