@@ -373,6 +373,26 @@ int fedc_json_u64(fedc_json_reader *r, uint64_t *out)
   return 0;
 }
 
+int fedc_json_double(fedc_json_reader *r, double *out)
+{
+  char buf[64];
+  const char *start, *digits;
+  size_t ndigits, len;
+  int integer;
+
+  skip_space(r);
+  start = r->pos;
+  if (scan_number(r, &digits, &ndigits, &integer) != 0)
+    return FEDC_EFORMAT;
+  len = (size_t)(r->pos - start);
+  if (len >= sizeof(buf))
+    return FEDC_EFORMAT;
+  memcpy(buf, start, len);
+  buf[len] = '\0';
+  *out = strtod(buf, NULL);
+  return 0;
+}
+
 static int literal(fedc_json_reader *r, const char *word)
 {
   size_t len = strlen(word);

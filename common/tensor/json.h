@@ -65,6 +65,10 @@ int fedc_json_string_dup(fedc_json_reader *r, char **out);
  * exponent, as safetensors shapes and offsets are. */
 int fedc_json_u64(fedc_json_reader *r, uint64_t *out);
 
+/* Reads any number (at most 63 characters of JSON text) as a double; a
+ * value beyond the double range becomes +-HUGE_VAL, as strtod returns. */
+int fedc_json_double(fedc_json_reader *r, double *out);
+
 /* Reads and discards one value of any type, nested values included. */
 int fedc_json_skip(fedc_json_reader *r);
 
