@@ -44,10 +44,11 @@ static float window_max(const pool *p, const float *plane, window w,
     for (long iw = w.w0; iw < w.w1; iw++) {
       float v = plane[ih * p->in_w + iw];
 
-      if (v > best || isnan(v)) {
+      /* True for a larger value and for NaN, which then ends the search. */
+      if (!(v <= best)) {
         best = v;
         *where = (int32_t)(ih * p->in_w + iw);
-        if (isnan(v))
+        if (v != v)
           return v;
       }
     }

@@ -4,6 +4,9 @@
  * PyTorch's, and each case then compares the two with the normalised
  * error |fedc - torch| / |torch| (L2 norms) below 1e-4.
  *
+ * The PyTorch external trainer of examples/ is checked against fedc's own
+ * training the same way.
+ *
  * Exits with 77, which meson reports as SKIP, when torch cannot be
  * imported. Dropout is left out: its masks come from fedc's generator and
  * cannot match torch's. */
@@ -13,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "nn/external.h"
 #include "nn/model.h"
 #include "nn/net.h"
 #include "nn/spec.h"
@@ -108,6 +113,7 @@ static const train_case train_cases[] = {
 #define NUM_TRAIN_CASES (sizeof(train_cases) / sizeof(train_cases[0]))
 
 static char work_dir[] = "/tmp/fedc-torch-XXXXXX";
+static const char *trainer_script;   /* examples/pytorch/train.py */
 
 static void fatal(const char *what, int rc)
 {
@@ -462,6 +468,65 @@ START_TEST(training_matches_pytorch)
 }
 END_TEST
 
+/* Trains the same model on the same data full-batch (so that shuffling
+ * does not matter) with fedc and with examples/pytorch/train.py as an
+ * external trainer, and compares the updates. */
+START_TEST(external_pytorch_trainer_matches_fedc)
+{
+  fedc_train_config config = { .local_epochs = 4, .batch_size = 40,
+                               .learning_rate = 0.1f, .momentum = 0.9f,
+                               .weight_decay = 1e-3f, .seed = 3 };
+  fedc_tensor_list start, ours, theirs;
+  fedc_external_config ext = { NULL, NULL, 120000 };
+  fedc_external_task task = { "mlp:6:8:3", NULL, 1, &config };
+  fedc_train_stats stats;
+  fedc_dataset ds;
+  fedc_dataset_view view;
+  fedc_model *m;
+  fedc_rng rng;
+  char dir[600], data[600], command[1200];
+
+  snprintf(dir, sizeof(dir), "%s/external", work_dir);
+  snprintf(data, sizeof(data), "%s/data.safetensors", work_dir);
+  snprintf(command, sizeof(command), PYTHON " '%s'", trainer_script);
+  ck_assert_int_eq(mkdir(dir, 0700), 0);
+  ext.command = command;
+  ext.work_dir = dir;
+  task.data_path = data;
+
+  ck_assert_int_eq(fedc_dataset_alloc(&ds, 40, 6, 3), 0);
+  fedc_rng_seed(&rng, 5);
+  fill_input(ds.x, 240, 0, &rng);
+  for (int i = 0; i < 40; i++)
+    ds.y[i] = (int32_t)fedc_rng_below(&rng, 3);
+  view = fedc_dataset_all(&ds);
+  ck_assert_int_eq(fedc_dataset_save(data, &view), 0);
+
+  fedc_tensor_list_init(&start);
+  fedc_tensor_list_init(&ours);
+  fedc_tensor_list_init(&theirs);
+  ck_assert_int_eq(fedc_model_new(task.spec, 8, &m), 0);
+  ck_assert_int_eq(fedc_model_get_params(m, &start), 0);
+  ck_assert_int_eq(fedc_external_train(&ext, &task, &start, &theirs, &stats),
+                   0);
+  ck_assert_uint_eq(stats.steps, 4);
+  ck_assert_uint_eq(stats.examples, 160);
+  ck_assert_int_eq(fedc_model_train(m, &view, &config, NULL), 0);
+  ck_assert_int_eq(fedc_model_get_params(m, &ours), 0);
+  for (size_t t = 0; t < start.count; t++) {
+    double err = tensor_error(&ours.items[t], &theirs.items[t],
+                              &start.items[t]);
+
+    ck_assert_msg(err < TOLERANCE, "%s: error %g", start.items[t].name, err);
+  }
+  fedc_model_free(&m);
+  fedc_dataset_close(&ds);
+  fedc_tensor_list_close(&start);
+  fedc_tensor_list_close(&ours);
+  fedc_tensor_list_close(&theirs);
+}
+END_TEST
+
 static int remove_entry(const char *path, const struct stat *st, int flag,
                         struct FTW *ftw)
 {
@@ -476,8 +541,9 @@ int main(int argc, char **argv)
   SRunner *sr;
   int failed;
 
-  if (argc < 2)
-    fatal("usage: test_nn_torch torch_check.py", FEDC_EINVAL);
+  if (argc < 3)
+    fatal("usage: test_nn_torch torch_check.py train.py", FEDC_EINVAL);
+  trainer_script = argv[2];
   if (system(PYTHON " -c 'import torch' >/dev/null 2>&1") != 0) {
     printf("SKIP: %s cannot import torch; fedc is not compared with "
            "PyTorch\n", PYTHON);
@@ -498,6 +564,8 @@ int main(int argc, char **argv)
   tc = tcase_create("pytorch");
   tcase_add_loop_test(tc, layer_matches_pytorch, 0, NUM_LAYER_CASES);
   tcase_add_loop_test(tc, training_matches_pytorch, 0, NUM_TRAIN_CASES);
+  tcase_add_test(tc, external_pytorch_trainer_matches_fedc);
+  tcase_set_timeout(tc, 150);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
