@@ -7,7 +7,8 @@
 # honest fedc-client daemons and one rogue_client that misbehaves after it
 # receives its FitTask and the global model. Before the rounds, a client
 # with a certificate from another CA and a plain-TCP client are rejected at
-# the TLS handshake. The server is configured for one round more than there
+# the TLS handshake, and one that sends nothing is dropped at the Hello
+# deadline. The server is configured for one round more than there
 # are cases, so that it keeps serving /metrics after the last case, and is
 # then stopped with SIGTERM.
 . "$(dirname "$0")/lib.sh"
@@ -25,14 +26,14 @@ duplicate duplicate_result client-0011"
 cases_count=$(printf '%s\n' "$cases" | wc -l | tr -d ' ')
 
 it_setup
-make_certs "$it_dir/pki" 11
+make_certs "$it_dir/pki" 12
 make_certs "$it_dir/other-ca" 1
 make_data "$it_dir/data" 10
 metrics=$it_dir/metrics.jsonl
 
 start_server server --rounds $((cases_count + 1)) --min-clients 3 --quorum 0.5 \
   --round-timeout 60000 --metrics "$metrics" --metrics-listen 127.0.0.1:0 \
-  --max-frame-bytes 2097152 --chunk-bytes 65536
+  --max-frame-bytes 2097152 --chunk-bytes 65536 --handshake-timeout 2000
 http_port=$(metrics_port "$it_dir/server.log")
 start_client client-0001
 pid1=$client_pid
@@ -76,6 +77,20 @@ it_check "tls_handshake counter went from $before to 1 more" \
   test "$(rejected tls_handshake)" = $((before + 1))
 it_check "two TLS failures are logged with the peer" \
   test "$(grep -Ec 'peer=127\.0\.0\.1:[0-9]+ client=unknown reason=tls' "$it_dir/server.log")" -ge 2
+
+# --- A client that never sends Hello -----------------------------------
+
+before=$(rejected hello_timeout)
+start_rogue silent --id client-0012 --cert "$it_dir/pki/client-0012.pem" \
+  --key "$it_dir/pki/client-0012.key" --mode silent
+wait_exit "$rogue_pid" 30
+it_check "client that sends no Hello is dropped (status $it_status)" \
+  test "$it_status" = 0
+it_check "hello_timeout counter went from $before to 1 more" \
+  test "$(rejected hello_timeout)" = $((before + 1))
+it_check "the Hello timeout is logged with the peer" \
+  grep -Eq 'peer=127\.0\.0\.1:[0-9]+ client=client-0012 reason=hello_timeout' \
+  "$it_dir/server.log"
 
 # --- Protocol violations, one per round ---------------------------------
 

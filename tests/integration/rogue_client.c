@@ -79,7 +79,7 @@ static void usage(void)
           "usage: rogue_client --host H --port P --cert F --key F --ca F "
           "--id ID --mode MODE [--timeout SECONDS] [--dump-model FILE]\n"
           "modes: honest oversize garbage truncated wrong-name wrong-shape "
-          "nan inf stale-round duplicate plain-tcp\n");
+          "nan inf stale-round duplicate plain-tcp silent\n");
 }
 
 static int parse_options(int argc, char **argv, struct options *opt)
@@ -579,6 +579,16 @@ static int run_session(struct session *s)
   return s->max_frame_bytes == 0 ? EXIT_CONNECT : EXIT_FAILED;
 }
 
+/* Completes the TLS handshake, sends nothing and waits for the server to
+ * hang up. */
+static int run_silent(struct session *s)
+{
+  uint8_t buf[256];
+
+  s->misbehaved = 1;
+  return read_all(s, buf, sizeof(buf)) == 0 ? EXIT_DROPPED : EXIT_NOT_DROPPED;
+}
+
 /* Sends a valid Hello frame without TLS and waits for the server to hang up. */
 static int run_plain_tcp(struct session *s)
 {
@@ -621,6 +631,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "rogue: TLS handshake failed\n");
     ERR_print_errors_fp(stderr);
     rc = EXIT_CONNECT;
+  } else if (strcmp(opt.mode, "silent") == 0) {
+    rc = run_silent(&s);
   } else {
     rc = run_session(&s);
   }

@@ -71,6 +71,15 @@ it_check "/metrics has the round gauge" \
 it_check "/metrics has the connection counter" \
   grep -q '^fedc_server_connections_total ' "$it_dir/scrape.txt"
 
+# The example configurations in deploy/ parse: --help runs after the file.
+parses() {
+  "$1" --config "$2" --help >/dev/null
+}
+it_check "deploy/server.ini parses" \
+  parses "$FEDC_SERVER" "$FEDC_SOURCE_ROOT/deploy/server.ini"
+it_check "deploy/client.ini parses" \
+  parses "$FEDC_CLIENT" "$FEDC_SOURCE_ROOT/deploy/client.ini"
+
 # The id must be the certificate's CN.
 "$FEDC_CLIENT" --server 127.0.0.1 --port "$server_port" --id client-0002 \
   --cert "$it_dir/pki/client-0001.pem" --key "$it_dir/pki/client-0001.key" \
