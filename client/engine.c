@@ -380,6 +380,31 @@ static int on_goodbye(fedc_client_engine *e, const Fedc__Goodbye *bye,
   return rc;
 }
 
+/* The server withdrew a task: the round closed without this client's
+ * result, or the task expired. The task is dropped if it is still being
+ * received or trained, and a later training result for it is ignored.
+ * A Cancel for another round, or one that crossed our result on the wire,
+ * changes nothing. */
+static int on_cancel(fedc_client_engine *e, const Fedc__Cancel *cancel,
+                     fedc_client_actions *out)
+{
+  char text[FEDC_CLIENT_REASON_MAX / 2];
+
+  if (e->state == FEDC_CLIENT_HELLO_SENT)
+    return protocol_error(e, out, FEDC_ESTATE, "Cancel before Welcome");
+  if (cancel->round != e->task_round ||
+      (e->state != FEDC_CLIENT_RECEIVING_TASK &&
+       e->state != FEDC_CLIENT_TRAINING))
+    return 0;
+  copy_printable(text, sizeof(text), cancel->reason);
+  fedc_info("client", "task cancelled by the server round=%llu state=%s "
+            "reason=\"%s\"", (unsigned long long)cancel->round,
+            fedc_client_state_name(e->state), text);
+  drop_task(e);
+  e->state = FEDC_CLIENT_IDLE;
+  return 0;
+}
+
 static int dispatch(fedc_client_engine *e, const Fedc__Envelope *m,
                     fedc_client_actions *out)
 {
@@ -396,6 +421,8 @@ static int dispatch(fedc_client_engine *e, const Fedc__Envelope *m,
     return on_error(e, m->error, out);
   case FEDC__ENVELOPE__BODY_GOODBYE:
     return on_goodbye(e, m->goodbye, out);
+  case FEDC__ENVELOPE__BODY_CANCEL:
+    return on_cancel(e, m->cancel, out);
   default:
     return protocol_error(e, out, FEDC_EFORMAT, "unexpected message (body "
                           "case %d) from the server", (int)m->body_case);

@@ -22,6 +22,7 @@ struct fedc_message {
     Fedc__EvaluateResult evaluate_result;
     Fedc__Error error;
     Fedc__Goodbye goodbye;
+    Fedc__Cancel cancel;
   } body;
   Fedc__TrainConfig train_config;
   Fedc__Capabilities capabilities;
@@ -321,6 +322,23 @@ int fedc_message_goodbye(const char *reason, fedc_message **out)
   fedc__goodbye__init(g);
   m->envelope.goodbye = g;
   return finish(m, copy_string(m, reason, MESSAGE_TEXT_MAX, &g->reason),
+                out);
+}
+
+int fedc_message_cancel(uint64_t round, const char *reason,
+                        fedc_message **out)
+{
+  fedc_message *m = message_new(FEDC__ENVELOPE__BODY_CANCEL);
+  Fedc__Cancel *c;
+
+  *out = NULL;
+  if (!m)
+    return FEDC_ENOMEM;
+  c = &m->body.cancel;
+  fedc__cancel__init(c);
+  m->envelope.cancel = c;
+  c->round = round;
+  return finish(m, copy_string(m, reason, MESSAGE_TEXT_MAX, &c->reason),
                 out);
 }
 

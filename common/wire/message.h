@@ -80,6 +80,10 @@ int fedc_message_error(Fedc__ErrorCode code, const char *text,
                        uint64_t round, fedc_message **out);
 int fedc_message_goodbye(const char *reason, fedc_message **out);
 
+/* Builds a Cancel that withdraws the task of round; reason may be NULL. */
+int fedc_message_cancel(uint64_t round, const char *reason,
+                        fedc_message **out);
+
 /* Converts a received TrainConfig into the trainer's configuration. A NULL
  * config gives all zeros. */
 void fedc_message_train_config(const Fedc__TrainConfig *proto,
