@@ -61,6 +61,9 @@ typedef struct fedc_round_metrics {
   uint32_t clients_sampled;
   uint32_t clients_reported; /* results folded into the aggregate */
   uint32_t clients_lost;     /* sampled, then lost or failed */
+  uint32_t clients_cancelled;  /* still training at the close, or their
+                                  asynchronous task expired */
+  uint32_t updates_too_stale;  /* asynchronous updates discarded */
   double seconds;            /* round start to this action, event time */
   uint64_t bytes_sent;       /* tensor data; the driver may add framing */
   uint64_t bytes_received;

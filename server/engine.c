@@ -37,25 +37,197 @@ void fedc_server_engine_config_default(fedc_server_engine_config *config)
   fedc_agg_config_default(&config->agg, FEDC_AGG_FEDAVG);
   config->chunk_bytes = 1u << 20;
   config->max_frame_bytes = 4u << 20;
+
+  config->sampling = FEDC_SAMPLING_UNIFORM;
+  config->poisson_q = 0.1;
+  config->over_selection = 1.0;
+  config->oort.exploration = 0.9;
+  config->oort.exploration_min = 0.2;
+  config->oort.alpha = 2.0;
+  config->oort.pacer_window = 5;
+  config->mode = FEDC_ROUNDS_SYNC;
+  config->buffer_size = 10;
+  config->async_alpha = 0.5;
+  config->staleness_fn = FEDC_STALENESS_POLYNOMIAL;
+  config->staleness_a = 0.5;
+  config->staleness_b = 4;
 }
 
-static int check_config(const fedc_server_engine_config *c)
+static int parse_name(const char *name, const char *const *names, size_t n,
+                      int *out)
+{
+  for (size_t i = 0; name && i < n; i++) {
+    if (strcmp(name, names[i]) == 0) {
+      *out = (int)i;
+      return 0;
+    }
+  }
+  return FEDC_EINVAL;
+}
+
+int fedc_sampling_parse(const char *name, enum fedc_sampling *out)
+{
+  static const char *const names[] = { "uniform", "poisson", "oort" };
+  int v;
+  int rc = parse_name(name, names, 3, &v);
+
+  if (rc == 0)
+    *out = (enum fedc_sampling)v;
+  return rc;
+}
+
+int fedc_rounds_mode_parse(const char *name, enum fedc_rounds_mode *out)
+{
+  static const char *const names[] = { "sync", "fedbuff", "fedasync" };
+  int v;
+  int rc = parse_name(name, names, 3, &v);
+
+  if (rc == 0)
+    *out = (enum fedc_rounds_mode)v;
+  return rc;
+}
+
+int fedc_staleness_fn_parse(const char *name, enum fedc_staleness_fn *out)
+{
+  static const char *const names[] = { "constant", "polynomial", "hinge" };
+  int v;
+  int rc = parse_name(name, names, 3, &v);
+
+  if (rc == 0)
+    *out = (enum fedc_staleness_fn)v;
+  return rc;
+}
+
+double fedc_staleness_weight(const fedc_server_engine_config *config,
+                             uint64_t staleness)
+{
+  double t = (double)staleness;
+
+  switch (config->staleness_fn) {
+  case FEDC_STALENESS_POLYNOMIAL:
+    return pow(1.0 + t, -config->staleness_a);
+  case FEDC_STALENESS_HINGE:
+    if (staleness <= config->staleness_b)
+      return 1.0;
+    return 1.0 / (config->staleness_a * (t - config->staleness_b) + 1.0);
+  default:
+    return 1.0;
+  }
+}
+
+/* Reports an invalid setting: returns FEDC_EINVAL with the sentence in
+ * reason. */
+__attribute__((format(printf, 3, 4)))
+static int invalid(char *reason, size_t size, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (reason && size > 0) {
+    va_start(ap, fmt);
+    vsnprintf(reason, size, fmt, ap);
+    va_end(ap);
+  }
+  return FEDC_EINVAL;
+}
+
+static bool in_range(double x, double lo, double hi)
+{
+  return x >= lo && x <= hi;
+}
+
+static int check_cohort(const fedc_server_engine_config *c, char *reason,
+                        size_t size)
 {
   if (!(c->fraction_fit > 0.0 && c->fraction_fit <= 1.0))
-    return FEDC_EINVAL;
-  if (!(c->quorum_fraction >= 0.0 && c->quorum_fraction <= 1.0))
-    return FEDC_EINVAL;
+    return invalid(reason, size, "fraction_fit %g is not in (0, 1]",
+                   c->fraction_fit);
+  if (!in_range(c->quorum_fraction, 0.0, 1.0))
+    return invalid(reason, size, "quorum fraction %g is not in [0, 1]",
+                   c->quorum_fraction);
   if (c->max_fit_clients > 0 && c->max_fit_clients < c->min_fit_clients)
-    return FEDC_EINVAL;
+    return invalid(reason, size, "max_fit_clients %u is below "
+                   "min_fit_clients %u", c->max_fit_clients,
+                   c->min_fit_clients);
+  if ((unsigned)c->sampling > FEDC_SAMPLING_OORT)
+    return invalid(reason, size, "unknown sampling mode %d", (int)c->sampling);
+  if (!(c->poisson_q > 0.0 && c->poisson_q <= 1.0))
+    return invalid(reason, size, "poisson_q %g is not in (0, 1]",
+                   c->poisson_q);
+  if (!in_range(c->over_selection, 1.0, 100.0))
+    return invalid(reason, size, "over_selection %g is not in [1, 100]",
+                   c->over_selection);
+  if (!in_range(c->oort.exploration, 0.0, 1.0) ||
+      !in_range(c->oort.exploration_min, 0.0, c->oort.exploration))
+    return invalid(reason, size, "Oort exploration %g and its minimum %g "
+                   "must satisfy 0 <= minimum <= exploration <= 1",
+                   c->oort.exploration, c->oort.exploration_min);
+  if (!in_range(c->oort.alpha, 0.0, 100.0))
+    return invalid(reason, size, "Oort alpha %g is not in [0, 100]",
+                   c->oort.alpha);
+  return 0;
+}
+
+/* Robust strategies need a whole cohort, which FedAsync never has, and
+ * Krum needs 2f + 3 updates in each FedBuff buffer. */
+static int check_async(const fedc_server_engine_config *c, char *reason,
+                       size_t size)
+{
+  enum fedc_agg_strategy s = c->agg.strategy;
+  bool robust = s == FEDC_AGG_MEDIAN || s == FEDC_AGG_TRIMMED_MEAN ||
+                s == FEDC_AGG_KRUM || s == FEDC_AGG_MULTI_KRUM;
+  bool krum = s == FEDC_AGG_KRUM || s == FEDC_AGG_MULTI_KRUM;
+
+  if ((unsigned)c->mode > FEDC_ROUNDS_FEDASYNC)
+    return invalid(reason, size, "unknown rounds mode %d", (int)c->mode);
+  if ((unsigned)c->staleness_fn > FEDC_STALENESS_HINGE ||
+      !in_range(c->staleness_a, 0.0, 1e6))
+    return invalid(reason, size, "invalid staleness function: a = %g must "
+                   "be in [0, 1e6]", c->staleness_a);
+  if (c->mode == FEDC_ROUNDS_SYNC)
+    return 0;
+  if (c->sampling != FEDC_SAMPLING_UNIFORM || c->over_selection > 1.0)
+    return invalid(reason, size, "Poisson or Oort sampling and "
+                   "over-selection apply to synchronous rounds only");
+  if (c->mode == FEDC_ROUNDS_FEDBUFF && c->buffer_size == 0)
+    return invalid(reason, size, "FedBuff buffer_size must be at least 1");
+  if (c->mode == FEDC_ROUNDS_FEDASYNC &&
+      !(c->async_alpha > 0.0 && c->async_alpha <= 1.0))
+    return invalid(reason, size, "FedAsync alpha %g is not in (0, 1]",
+                   c->async_alpha);
+  if (c->mode == FEDC_ROUNDS_FEDASYNC && robust)
+    return invalid(reason, size, "FedAsync applies one update at a time, so "
+                   "strategy %s, which needs a cohort, cannot be used; use "
+                   "fedbuff", fedc_agg_strategy_name(s));
+  if (c->mode == FEDC_ROUNDS_FEDBUFF && krum &&
+      c->buffer_size < 2 * c->agg.krum_byzantine + 3)
+    return invalid(reason, size, "Krum with f = %u needs buffer_size of at "
+                   "least %u", c->agg.krum_byzantine,
+                   2 * c->agg.krum_byzantine + 3);
+  return 0;
+}
+
+int fedc_server_engine_config_check(const fedc_server_engine_config *c,
+                                    char *reason, size_t size)
+{
+  int rc = check_cohort(c, reason, size);
+
+  if (rc == 0)
+    rc = check_async(c, reason, size);
+  if (rc < 0)
+    return rc;
   if (c->round_deadline_ms == 0 || c->chunk_bytes == 0)
-    return FEDC_EINVAL;
+    return invalid(reason, size, "round deadline and chunk_bytes must be "
+                   "above 0");
   if (c->max_frame_bytes > 0 &&
       c->chunk_bytes > c->max_frame_bytes - CHUNK_OVERHEAD_BYTES)
-    return FEDC_EINVAL;
+    return invalid(reason, size, "chunk_bytes %u does not fit in frames of "
+                   "%u bytes", c->chunk_bytes, c->max_frame_bytes);
   if (!c->model_spec || strlen(c->model_spec) > FEDC_MODEL_SPEC_MAX)
-    return FEDC_EINVAL;
+    return invalid(reason, size, "model spec missing or longer than %d "
+                   "bytes", FEDC_MODEL_SPEC_MAX);
   if (!c->server_id || strlen(c->server_id) > FEDC_ID_MAX)
-    return FEDC_EINVAL;
+    return invalid(reason, size, "server id missing or longer than %d bytes",
+                   FEDC_ID_MAX);
   return 0;
 }
 
@@ -72,6 +244,11 @@ static int init_engine(fedc_server_engine *e,
   e->config.server_id = e->server_id;
   fedc_peers_init(&e->peers);
   e->next_timer = 1;
+  e->oort.exploration = config->oort.exploration;
+  e->oort.preferred_ms = (double)config->oort.preferred_ms;
+  e->oort.pacer_step_ms = (double)config->oort.pacer_step_ms;
+  if (e->oort.pacer_step_ms == 0)
+    e->oort.pacer_step_ms = e->oort.preferred_ms / 10;
 
   rc = fedc_agg_new(&config->agg, model, &e->agg);
   if (rc == 0 && state)
@@ -86,13 +263,16 @@ int fedc_server_engine_new(const fedc_server_engine_config *config,
                            const fedc_tensor_list *agg_state,
                            fedc_server_engine **out)
 {
+  char reason[FEDC_REASON_MAX];
   fedc_server_engine *e;
   int rc;
 
   *out = NULL;
-  rc = check_config(config);
-  if (rc < 0)
+  rc = fedc_server_engine_config_check(config, reason, sizeof(reason));
+  if (rc < 0) {
+    fedc_error(LOG_COMPONENT, "invalid engine configuration: %s", reason);
     return rc;
+  }
   e = calloc(1, sizeof(*e));
   if (!e)
     return FEDC_ENOMEM;
@@ -116,6 +296,7 @@ void fedc_server_engine_free(fedc_server_engine **engine)
     return;
   e = *engine;
   fedc_peers_close(&e->peers);
+  fedc_async_close(e);
   fedc_agg_free(&e->agg);
   fedc_snapshot_unref(&e->global);
   free(e->scratch);
@@ -257,11 +438,12 @@ static int on_hello(fedc_server_engine *e, fedc_peer *peer,
   return fedc_server_actions_send(out, peer->id, welcome);
 }
 
-/* Checks that a FitResult belongs to the open round, comes from a member
- * of its cohort and is that member's first. Returns 1 when it does, or the
- * result of rejecting the peer. */
-static int admit_result(fedc_server_engine *e, fedc_peer *peer,
-                        const Fedc__FitResult *r, fedc_server_actions *out)
+/* Checks a FitResult of the synchronous mode: it belongs to the open
+ * round, comes from a member of its cohort and is that member's first.
+ * Returns 1 when it does, or the result of rejecting the peer. */
+static int admit_sync_result(fedc_server_engine *e, fedc_peer *peer,
+                             const Fedc__FitResult *r,
+                             fedc_server_actions *out)
 {
   if (e->phase != FEDC_SERVER_TRAINING || r->round != e->round.id)
     return reject_peer(e, out, peer, FEDC_REJECT_STALE,
@@ -272,6 +454,37 @@ static int admit_result(fedc_server_engine *e, fedc_peer *peer,
                        FEDC__ERROR_CODE__NOT_SAMPLED, "result for round %llu "
                        "from a client not sampled for it",
                        (unsigned long long)r->round);
+  return 1;
+}
+
+/* The same for the asynchronous modes, where FitResult.round is the id of
+ * the task, unique per engine. */
+static int admit_async_result(fedc_server_engine *e, fedc_peer *peer,
+                              const Fedc__FitResult *r,
+                              fedc_server_actions *out)
+{
+  if (peer->task_round == 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_NOT_SAMPLED,
+                       FEDC__ERROR_CODE__NOT_SAMPLED, "result for task %llu "
+                       "from a client that was given no task",
+                       (unsigned long long)r->round);
+  if (r->round != peer->task_round)
+    return reject_peer(e, out, peer, FEDC_REJECT_STALE,
+                       FEDC__ERROR_CODE__STALE_ROUND, "result for task %llu, "
+                       "but the client's task is %llu",
+                       (unsigned long long)r->round,
+                       (unsigned long long)peer->task_round);
+  return 1;
+}
+
+static int admit_result(fedc_server_engine *e, fedc_peer *peer,
+                        const Fedc__FitResult *r, fedc_server_actions *out)
+{
+  int rc = fedc_engine_is_async(e) ? admit_async_result(e, peer, r, out)
+                                   : admit_sync_result(e, peer, r, out);
+
+  if (rc <= 0)
+    return rc;
   if (peer->state != FEDC_PEER_TRAINING)
     return reject_peer(e, out, peer, FEDC_REJECT_DUPLICATE_RESULT,
                        FEDC__ERROR_CODE__DUPLICATE, "second result for round "
@@ -283,19 +496,58 @@ static int admit_result(fedc_server_engine *e, fedc_peer *peer,
   return 1;
 }
 
+/* A result of a cancelled task that crossed the Cancel: it and its update
+ * chunks are discarded, and the client stays connected. */
+static void discard_late(fedc_server_engine *e, fedc_peer *peer,
+                         const Fedc__FitResult *r)
+{
+  e->stats.results_late++;
+  peer->cancelled_task = 0;
+  peer->discard_task = r->n_update > 0 ? r->round : 0;
+  fedc_info(LOG_COMPONENT, "late result discarded client=%s round=%llu",
+            peer->client_id, (unsigned long long)r->round);
+}
+
+/* Ends an asynchronous task whose update is too stale to apply; its
+ * remaining chunks, if any, are discarded. */
+static void discard_too_stale(fedc_server_engine *e, fedc_peer *peer,
+                              bool chunks_follow)
+{
+  e->stats.results_too_stale++;
+  e->round.too_stale++;
+  if (chunks_follow)
+    peer->discard_task = peer->task_round;
+  fedc_info(LOG_COMPONENT, "update too stale, discarded client=%s task=%llu "
+            "staleness=%llu", peer->client_id,
+            (unsigned long long)peer->task_round,
+            (unsigned long long)(e->round.id - peer->task_version));
+  fedc_round_task_ended(e, peer);
+  peer->state = FEDC_PEER_IDLE;
+  e->idle_peers++;
+}
+
 static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
                          const Fedc__FitResult *r, fedc_server_actions *out)
 {
   const fedc_tensor_list *model = fedc_snapshot_tensors(e->global);
   fedc_spec_limits limits = { model->count, fedc_tensor_list_nbytes(model) };
   char reason[FEDC_ASSEMBLER_REASON_MAX];
-  int rc = admit_result(e, peer, r, out);
+  int rc;
 
+  if (peer->cancelled_task != 0 && r->round == peer->cancelled_task) {
+    discard_late(e, peer, r);
+    return 0;
+  }
+  rc = admit_result(e, peer, r, out);
   if (rc <= 0)
     return rc;
-  rc = fedc_assembler_new(e->round.id, FEDC__STREAM_KIND__UPDATE, r->update,
-                          r->n_update, &limits, model, &peer->upload, reason,
-                          sizeof(reason));
+  if (fedc_engine_is_async(e) && fedc_async_update_scale(e, peer) == 0) {
+    discard_too_stale(e, peer, r->n_update > 0);
+    return 0;
+  }
+  rc = fedc_assembler_new(peer->task_round, FEDC__STREAM_KIND__UPDATE,
+                          r->update, r->n_update, &limits, model,
+                          &peer->upload, reason, sizeof(reason));
   if (rc == FEDC_ENOMEM)
     return reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
                        FEDC__ERROR_CODE__INTERNAL, "out of memory for the "
@@ -317,16 +569,22 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
 /* Folds the peer's complete update into the aggregate. fedc_agg repeats
  * the layout and finiteness checks that the assembler made. */
 static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
-                         fedc_server_actions *out)
+                         uint64_t now_ms, fedc_server_actions *out)
 {
   fedc_tensor_list update;
   int rc;
 
+  /* Server steps applied while the update streamed in may have made it
+   * too stale. */
+  if (fedc_engine_is_async(e) && fedc_async_update_scale(e, peer) == 0) {
+    discard_too_stale(e, peer, false);
+    return 0;
+  }
   fedc_tensor_list_init(&update);
   rc = fedc_assembler_take(peer->upload, &update);
   fedc_assembler_free(&peer->upload);
   if (rc == 0)
-    rc = fedc_round_accept(e, peer, &update);
+    rc = fedc_round_accept(e, peer, &update, now_ms);
   fedc_tensor_list_close(&update);
 
   if (rc == FEDC_ESHAPE)
@@ -343,10 +601,21 @@ static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
 }
 
 static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
-                    const Fedc__TensorChunk *chunk, fedc_server_actions *out)
+                    const Fedc__TensorChunk *chunk, uint64_t now_ms,
+                    fedc_server_actions *out)
 {
-  bool open = e->phase == FEDC_SERVER_TRAINING && chunk->round == e->round.id;
+  bool open = e->phase == FEDC_SERVER_TRAINING &&
+              chunk->round == (fedc_engine_is_async(e) ? peer->task_round
+                                                       : e->round.id);
   int rc;
+
+  /* The rest of a stream the engine no longer wants. */
+  if (peer->discard_task != 0 && chunk->round == peer->discard_task &&
+      chunk->stream == FEDC__STREAM_KIND__UPDATE) {
+    if (chunk->last)
+      peer->discard_task = 0;
+    return 0;
+  }
 
   if (peer->state != FEDC_PEER_UPLOADING && !open)
     return reject_peer(e, out, peer, FEDC_REJECT_STALE,
@@ -369,7 +638,7 @@ static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
 
   e->round.bytes_received += chunk->data.len;
   e->stats.bytes_received += chunk->data.len;
-  return rc == 1 ? finish_upload(e, peer, out) : 0;
+  return rc == 1 ? finish_upload(e, peer, now_ms, out) : 0;
 }
 
 /* A client that cannot finish its task (training failed) sends an Error.
@@ -384,13 +653,8 @@ static int on_client_error(fedc_server_engine *e, fedc_peer *peer,
   fedc_info(LOG_COMPONENT, "client reported an error client=%s round=%llu "
             "code=%d message=\"%s\"", peer->client_id,
             (unsigned long long)error->round, (int)error->code, text);
-  if (error->round == e->round.id && peer->task_round == e->round.id &&
-      (peer->state == FEDC_PEER_TRAINING ||
-       peer->state == FEDC_PEER_UPLOADING)) {
+  if (error->round != 0 && error->round == peer->task_round)
     fedc_round_drop_member(e, peer);
-    peer->state = FEDC_PEER_IDLE;
-    e->idle_peers++;
-  }
   return 0;
 }
 
@@ -420,7 +684,8 @@ static const void *body_of(const Fedc__Envelope *m)
 }
 
 static int dispatch(fedc_server_engine *e, fedc_peer *peer,
-                    const Fedc__Envelope *m, fedc_server_actions *out)
+                    const Fedc__Envelope *m, uint64_t now_ms,
+                    fedc_server_actions *out)
 {
   if (m->protocol_version != FEDC_PROTOCOL_VERSION)
     return reject_peer(e, out, peer, FEDC_REJECT_VERSION,
@@ -441,7 +706,7 @@ static int dispatch(fedc_server_engine *e, fedc_peer *peer,
   case FEDC__ENVELOPE__BODY_FIT_RESULT:
     return on_fit_result(e, peer, m->fit_result, out);
   case FEDC__ENVELOPE__BODY_CHUNK:
-    return on_chunk(e, peer, m->chunk, out);
+    return on_chunk(e, peer, m->chunk, now_ms, out);
   case FEDC__ENVELOPE__BODY_ERROR:
     return on_client_error(e, peer, m->error);
   default:
@@ -514,7 +779,7 @@ int fedc_server_engine_received(fedc_server_engine *engine, uint64_t now_ms,
   p = fedc_peers_find(&engine->peers, peer);
   if (!p)
     return 0;
-  rc = dispatch(engine, p, message, out);
+  rc = dispatch(engine, p, message, now_ms, out);
   if (rc < 0)
     return rc;
   return fedc_round_settle(engine, now_ms, out);
@@ -523,6 +788,8 @@ int fedc_server_engine_received(fedc_server_engine *engine, uint64_t now_ms,
 int fedc_server_engine_timer(fedc_server_engine *engine, uint64_t now_ms,
                              uint64_t timer, fedc_server_actions *out)
 {
+  if (fedc_engine_is_async(engine))
+    return fedc_async_timer(engine, now_ms, timer, out);
   if (engine->phase != FEDC_SERVER_TRAINING || timer == 0 ||
       timer != engine->round.timer)
     return 0;
@@ -536,6 +803,8 @@ int fedc_server_engine_evaluated(fedc_server_engine *engine, uint64_t now_ms,
 {
   int rc;
 
+  if (fedc_engine_is_async(engine))
+    return fedc_async_evaluated(engine, now_ms, round, result, out);
   if (engine->phase != FEDC_SERVER_EVALUATING || round != engine->round.id)
     return FEDC_EINVAL;
   rc = fedc_round_evaluated(engine, now_ms, result, out);

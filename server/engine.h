@@ -9,14 +9,25 @@
  * (scripted events) drive the same code. Every event carries the driver's
  * time in milliseconds from any fixed origin; it must not go backwards.
  *
- * Rounds are synchronous: once enough clients are idle the engine samples a
- * cohort uniformly with a seeded generator, sends each a FitTask and the
+ * Synchronous rounds (the default): once enough clients are idle the
+ * engine samples a cohort with a seeded generator (uniformly, by Poisson
+ * sampling, or guided by utility as in Oort), sends each a FitTask and the
  * global model, folds each complete and valid update into a streaming
  * aggregate (fedc_agg), and closes the round when every sampled client has
- * reported or been lost, at the quorum when close_at_quorum is set, as soon
- * as the quorum can no longer be reached, or at the deadline. A round that
- * closes with fewer results than the quorum is abandoned and leaves the
- * model unchanged. docs/protocol.md has the state tables.
+ * reported or been lost, at the target count when over-selecting, at the
+ * quorum when close_at_quorum is set, as soon as the quorum can no longer
+ * be reached, or at the deadline. Clients still training at the close get
+ * a Cancel and are idle again; their late results are discarded and
+ * counted. A round that closes with fewer results than the quorum is
+ * abandoned and leaves the model unchanged.
+ *
+ * Asynchronous modes: clients train whenever they are idle, up to
+ * max_concurrency at once. FedBuff applies every buffer of K updates,
+ * FedAsync every single update, each scaled by a function of its
+ * staleness (server steps since the client's model was sent); updates
+ * staler than max_staleness are discarded. Each application is one
+ * "round" for the metrics, the checkpoint and total_rounds.
+ * docs/protocol.md has the state tables.
  *
  * Bad input from a peer never fails an event: it is rejected, counted in
  * fedc_server_stats, and that peer alone is closed, with the reason in the
@@ -45,17 +56,89 @@
 
 typedef struct fedc_server_engine fedc_server_engine;
 
+/* How a synchronous round picks its cohort from the idle clients. */
+enum fedc_sampling {
+  FEDC_SAMPLING_UNIFORM = 0, /* the cohort size, uniformly without
+                                replacement */
+  FEDC_SAMPLING_POISSON,     /* each idle client independently with
+                                probability poisson_q */
+  FEDC_SAMPLING_OORT,        /* by statistical and system utility, with
+                                an exploration share (Lai et al., OSDI
+                                2021) */
+};
+
+enum fedc_rounds_mode {
+  FEDC_ROUNDS_SYNC = 0,      /* sampled cohorts, closed rounds */
+  FEDC_ROUNDS_FEDBUFF,       /* buffer of K updates (Nguyen et al.,
+                                AISTATS 2022) */
+  FEDC_ROUNDS_FEDASYNC,      /* every update mixed in at once (Xie et
+                                al., 2019) */
+};
+
+/* The weight s(t) of an update t server steps stale (FedAsync's
+ * functions): constant 1; polynomial (1 + t)^-a; hinge 1 for t <= b,
+ * else 1 / (a (t - b) + 1). */
+enum fedc_staleness_fn {
+  FEDC_STALENESS_CONSTANT = 0,
+  FEDC_STALENESS_POLYNOMIAL,
+  FEDC_STALENESS_HINGE,
+};
+
+/* Oort's parameters. The utility of an explored client i is
+ * |B_i| x loss_i (its examples times the mean training loss it reported,
+ * standing in for |B_i| sqrt(mean of squared losses), which the clients do
+ * not report), plus sqrt(0.1 ln(round) / last round i was picked), times
+ * (T / t_i)^alpha when its measured duration t_i exceeds the preferred
+ * duration T. */
+typedef struct fedc_oort_config {
+  double exploration;        /* share of the cohort drawn from clients
+                                never heard from, in [0, 1]; decays by
+                                0.98 a round down to exploration_min */
+  double exploration_min;
+  double alpha;              /* exponent of the straggler penalty, >= 0 */
+  uint64_t preferred_ms;     /* T; 0: the median duration measured in the
+                                first round with results */
+  uint32_t pacer_window;     /* rounds; when the utility picked over the
+                                last window falls below the window before,
+                                T grows by pacer_step_ms; 0: no pacer */
+  uint64_t pacer_step_ms;    /* 0: a tenth of T when T is set */
+} fedc_oort_config;
+
 typedef struct fedc_server_engine_config {
   /* Cohort. A round starts once max(min_clients, min_fit_clients) clients
    * are registered and idle. The cohort is clients_per_round, or
    * ceil(fraction_fit x idle clients) when that is 0, then raised to
    * min_fit_clients, cut to max_fit_clients (0: no cap) and to the idle
-   * clients. */
+   * clients. Poisson sampling ignores these sizes: capping the draw would
+   * break the independence that privacy accounting relies on. */
   uint32_t min_clients;
   double fraction_fit;       /* in (0, 1] */
   uint32_t clients_per_round;
   uint32_t min_fit_clients;
   uint32_t max_fit_clients;
+
+  enum fedc_sampling sampling;
+  double poisson_q;          /* in (0, 1] */
+  fedc_oort_config oort;
+
+  /* Over-selection: with a factor above 1 the engine samples
+   * ceil(cohort x factor) clients (cut to the idle ones), closes the round
+   * once the cohort size has reported and cancels the rest. */
+  double over_selection;     /* >= 1; 1 is off */
+
+  /* Clients training at once, in every mode; 0: no limit. A synchronous
+   * cohort is cut to it. */
+  uint32_t max_concurrency;
+
+  /* Asynchronous modes. A task that has not reported after
+   * round_deadline_ms is cancelled. */
+  enum fedc_rounds_mode mode;
+  uint32_t buffer_size;      /* FedBuff K, >= 1 */
+  double async_alpha;        /* FedAsync mixing weight, in (0, 1] */
+  enum fedc_staleness_fn staleness_fn;
+  double staleness_a;        /* polynomial exponent, or hinge slope */
+  uint32_t staleness_b;      /* hinge: steps without a penalty */
+  uint32_t max_staleness;    /* older updates are discarded; 0: no limit */
 
   /* Quorum: results needed to aggregate, max(quorum_count,
    * ceil(quorum_fraction x cohort)), at least 1 and at most the cohort. */
@@ -97,6 +180,14 @@ typedef struct fedc_server_stats {
                                      before reporting: lost, closed or
                                      failed */
   uint64_t client_errors;         /* Error messages received from clients */
+  uint64_t tasks_sent;            /* FitTasks sent */
+  uint64_t tasks_cancelled;       /* Cancels sent: stragglers of a closed
+                                     round, expired asynchronous tasks */
+  uint64_t results_late;          /* results of cancelled tasks, discarded */
+  uint64_t results_too_stale;     /* asynchronous updates discarded for
+                                     exceeding max_staleness */
+  uint32_t training_now;          /* clients with a task now */
+  uint32_t training_max;          /* the most at once so far */
   uint64_t bytes_sent;            /* tensor data in streams sent */
   uint64_t bytes_received;        /* tensor data in chunks accepted */
   uint64_t rejected[FEDC_REJECT_COUNT];  /* peers closed, by offense */
@@ -105,15 +196,37 @@ typedef struct fedc_server_stats {
 /* Fills config with defaults: min_clients 2, fraction_fit 1, quorum
  * fraction 1 and count 1, deadline 10 minutes, 10 rounds, evaluation every
  * round, seed 0, one local epoch of batch 32 at learning rate 0.01, model
- * spec "", server id "fedc-server", FedAvg, 1 MiB chunks and 4 MiB frames. */
+ * spec "", server id "fedc-server", FedAvg, 1 MiB chunks and 4 MiB frames;
+ * synchronous uniform sampling, no over-selection, no concurrency limit,
+ * Poisson q 0.1; Oort exploration 0.9 down to 0.2, alpha 2, T measured,
+ * pacer window 5 rounds; FedBuff K 10, FedAsync alpha 0.5, polynomial
+ * staleness with a = 0.5 (1 / sqrt(1 + t)), hinge b 4, no maximum
+ * staleness. */
 void fedc_server_engine_config_default(fedc_server_engine_config *config);
+
+/* Checks a config without building an engine. Returns 0, or FEDC_EINVAL
+ * and a sentence naming the invalid setting in reason (may be NULL). */
+int fedc_server_engine_config_check(const fedc_server_engine_config *config,
+                                    char *reason, size_t size);
+
+/* Parses the names used in configuration files: "uniform", "poisson",
+ * "oort"; "sync", "fedbuff", "fedasync"; "constant", "polynomial",
+ * "hinge". Each returns 0 or FEDC_EINVAL. */
+int fedc_sampling_parse(const char *name, enum fedc_sampling *out);
+int fedc_rounds_mode_parse(const char *name, enum fedc_rounds_mode *out);
+int fedc_staleness_fn_parse(const char *name, enum fedc_staleness_fn *out);
+
+/* Returns s(staleness) for the config's staleness function. */
+double fedc_staleness_weight(const fedc_server_engine_config *config,
+                             uint64_t staleness);
 
 /* Creates an engine that takes ownership of model (left empty), the global
  * model after completed_rounds rounds: 0 for a fresh start, or the
  * checkpoint's round to resume, in which case the next round is
  * completed_rounds + 1. agg_state, when not NULL, is the strategy state a
  * CHECKPOINT action carried. Returns 0, FEDC_EINVAL for an invalid config
- * or model, or another FEDC_E* code from fedc_agg. */
+ * (logged with the reason) or model, or another FEDC_E* code from
+ * fedc_agg. */
 int fedc_server_engine_new(const fedc_server_engine_config *config,
                            fedc_tensor_list *model, uint64_t completed_rounds,
                            const fedc_tensor_list *agg_state,

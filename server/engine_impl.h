@@ -14,8 +14,13 @@ typedef struct fedc_round_state {
   uint64_t timer;            /* deadline timer id; 0 once cancelled/fired */
   uint32_t sampled;
   uint32_t required;         /* quorum */
+  uint32_t target;           /* close once this many reported; 0: only
+                                when no one is outstanding */
   uint32_t reported;
   uint32_t lost;             /* sampled, then lost, rejected or failed */
+  uint32_t cancelled;        /* stragglers cancelled at the close */
+  uint32_t too_stale;        /* asynchronous: updates discarded */
+  double utility;            /* Oort: statistical utility of the cohort */
   uint64_t bytes_sent;
   uint64_t bytes_received;
 
@@ -26,6 +31,44 @@ typedef struct fedc_round_state {
 
   fedc_round_metrics metrics;  /* filled at close */
 } fedc_round_state;
+
+/* An asynchronous task's deadline. Every task gets the same delay, so the
+ * queue is in deadline order when appended in send order. */
+typedef struct fedc_task_deadline {
+  uint64_t due_ms;
+  uint64_t peer;
+  uint64_t seq;
+} fedc_task_deadline;
+
+/* The asynchronous modes' state beside the open round (buffer). */
+typedef struct fedc_async_state {
+  uint64_t next_task;        /* task ids sent in FitTask.round */
+  fedc_task_deadline *queue; /* ring buffer of deadlines */
+  size_t head, count, capacity;
+  uint64_t timer;            /* id of the timer for the queue's head; 0
+                                when none is pending */
+  uint64_t timer_due_ms;
+
+  /* At most one EVALUATE is outstanding, because the daemon runs one at a
+   * time. Rounds that finish meanwhile wait here, in order, for theirs to
+   * be reported first. */
+  uint64_t eval_round;       /* 0: no evaluation outstanding */
+  fedc_round_metrics eval_metrics;
+  fedc_round_metrics *waiting;
+  size_t waiting_count, waiting_capacity;
+  bool final_closed;         /* total_rounds reached: no more tasks */
+} fedc_async_state;
+
+/* Oort's state across rounds. */
+typedef struct fedc_oort_state {
+  double exploration;        /* current share, decaying */
+  double preferred_ms;       /* T; 0 until measured */
+  double pacer_step_ms;
+  double window_utility;     /* summed over the current pacer window */
+  double last_window_utility;
+  uint32_t window_rounds;
+  bool has_last_window;
+} fedc_oort_state;
 
 struct fedc_server_engine {
   fedc_server_engine_config config;
@@ -48,12 +91,101 @@ struct fedc_server_engine {
   uint32_t *scratch;         /* sampling: indices of idle peers */
   size_t scratch_capacity;
 
+  fedc_oort_state oort;
+  fedc_async_state async;
+  uint64_t next_task_seq;
+
   fedc_server_stats stats;
 };
 
-/* Counts peer as lost to the open round when it leaves the cohort before
- * reporting (connection lost, closed, or training failed), and frees its
- * staged update. */
+static inline bool fedc_engine_is_async(const fedc_server_engine *e)
+{
+  return e->config.mode != FEDC_ROUNDS_SYNC;
+}
+
+/* Marks peer as having a task: state TRAINING, counted in training_now. */
+void fedc_round_task_started(fedc_server_engine *e, fedc_peer *peer,
+                             uint64_t now_ms);
+
+/* Takes the task of peer (TRAINING or UPLOADING) away from the count of
+ * clients training. Every path that ends a task calls it once. */
+void fedc_round_task_ended(fedc_server_engine *e, fedc_peer *peer);
+
+/* Sends peer a FitTask with task id task and the global model stream. */
+int fedc_round_send_task(fedc_server_engine *e, fedc_peer *peer,
+                         uint64_t task, uint64_t now_ms,
+                         fedc_server_actions *out);
+
+/* Sends peer a Cancel for its task, discards a partial upload, and makes
+ * it idle; a result that crossed the Cancel is discarded later. */
+int fedc_round_cancel_task(fedc_server_engine *e, fedc_peer *peer,
+                           uint64_t now_ms, const char *reason,
+                           fedc_server_actions *out);
+
+/* Emits CANCEL_TIMER for *timer unless it is 0, and clears it. */
+int fedc_round_cancel_timer(uint64_t *timer, fedc_server_actions *out);
+
+/* Applies the aggregate to the global model. */
+int fedc_round_apply(fedc_server_engine *e);
+
+/* Fills the open round's metrics. */
+void fedc_round_fill_metrics(fedc_server_engine *e, bool aggregated,
+                             const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+
+int fedc_round_push_checkpoint(fedc_server_engine *e,
+                               fedc_server_actions *out);
+int fedc_round_push_finished(const fedc_round_metrics *m,
+                             fedc_server_actions *out);
+bool fedc_round_evaluation_due(const fedc_server_engine *e, uint64_t round);
+
+/* Collects the idle peers' indices into e->scratch. */
+int fedc_round_collect_idle(fedc_server_engine *e, size_t *count);
+
+/* sampler.c: picks a synchronous cohort from the idle peers in
+ * e->scratch[0..idle). Moves the picked indices to the front of scratch
+ * and returns their number in *picked, and in *cohort the cohort size
+ * before over-selection, which the quorum and the early close use. */
+int fedc_sampler_pick(fedc_server_engine *e, size_t idle, uint32_t *picked,
+                      uint32_t *cohort);
+
+/* Returns the quorum of a cohort: max(quorum_count, ceil(quorum_fraction
+ * x cohort)), at least 1 and at most the cohort (1 for an empty one). */
+uint32_t fedc_sampler_quorum(const fedc_server_engine_config *c,
+                             uint32_t cohort);
+
+/* Records a peer's accepted result for Oort. */
+void fedc_sampler_observe(fedc_server_engine *e, fedc_peer *peer,
+                          uint64_t now_ms);
+
+/* Records a straggler's elapsed time when its task is cancelled or lost. */
+void fedc_sampler_straggled(fedc_server_engine *e, fedc_peer *peer,
+                            uint64_t now_ms);
+
+/* Updates Oort's exploration share and pacer after a round closed. */
+void fedc_sampler_round_closed(fedc_server_engine *e);
+
+/* async.c: the asynchronous modes. */
+int fedc_async_settle(fedc_server_engine *e, uint64_t now_ms,
+                      fedc_server_actions *out);
+int fedc_async_timer(fedc_server_engine *e, uint64_t now_ms, uint64_t timer,
+                     fedc_server_actions *out);
+int fedc_async_evaluated(fedc_server_engine *e, uint64_t now_ms,
+                         uint64_t round, const fedc_server_eval *result,
+                         fedc_server_actions *out);
+
+/* Returns the weight an update of peer gets at this moment: its staleness
+ * weight (and FedAsync's alpha), or 0 when it is too stale. */
+double fedc_async_update_scale(fedc_server_engine *e, const fedc_peer *peer);
+
+/* Drops an open buffer for a shutdown. */
+int fedc_async_stop(fedc_server_engine *e, fedc_server_actions *out);
+void fedc_async_close(fedc_server_engine *e);
+
+/* Ends the task of a peer that leaves before reporting (connection lost,
+ * closed, or training failed): frees its staged update, makes it idle and
+ * counts it as lost to the open round. Peers without a task are left
+ * alone. */
 void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer);
 
 /* Closes the round when its closing conditions hold, then starts the next
@@ -65,9 +197,10 @@ int fedc_round_settle(fedc_server_engine *e, uint64_t now_ms,
 int fedc_round_deadline(fedc_server_engine *e, uint64_t now_ms,
                         fedc_server_actions *out);
 
-/* Folds a complete update of peer into the aggregate. */
+/* Folds a complete update of peer into the aggregate, after scaling it
+ * in place by its staleness weight in the asynchronous modes. */
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
-                      const fedc_tensor_list *update);
+                      fedc_tensor_list *update, uint64_t now_ms);
 
 /* Finishes the round waiting for evaluation, with result or without. */
 int fedc_round_evaluated(fedc_server_engine *e, uint64_t now_ms,

@@ -30,9 +30,25 @@ typedef struct fedc_peer {
   char identity[FEDC_ID_MAX + 1];   /* TLS identity; "" when there is none */
   uint64_t hello_examples;   /* dataset size announced in the Hello */
 
-  /* The last round this peer was sampled for, 0 for none. A peer still
-   * TRAINING or UPLOADING after its round closed is a straggler. */
+  /* The id of the last task sent to this peer, 0 for none: the round id in
+   * synchronous rounds, a task counter in the asynchronous modes. */
   uint64_t task_round;
+  uint64_t task_version;     /* asynchronous: the open round (model
+                                version) when the task was sent */
+  uint64_t task_sent_ms;
+  uint64_t task_seq;         /* engine-wide task counter, matches the
+                                asynchronous deadline queue */
+
+  /* A cancelled task whose result may still arrive (0: none), and the
+   * task whose update chunks are being discarded (0: none). */
+  uint64_t cancelled_task;
+  uint64_t discard_task;
+
+  /* Oort's record of this client; reset when it reconnects. */
+  bool explored;             /* a result was accepted from it */
+  double utility;            /* statistical utility of its last result */
+  double duration_ms;        /* task sent to update complete, last time */
+  uint64_t last_picked;      /* round it was last sampled for */
 
   /* The result being received, valid while UPLOADING. */
   uint64_t result_examples;

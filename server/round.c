@@ -14,47 +14,7 @@
 
 #define LOG_COMPONENT "engine"
 
-/* ceil(fraction x n), with a margin so that 0.1 x 30 gives 3, not the 4
- * that the rounding error of 0.1 would give. */
-static uint64_t ceil_share(double fraction, uint64_t n)
-{
-  double x = ceil(fraction * (double)n - 1e-9);
-
-  return x <= 0 ? 0 : (uint64_t)x;
-}
-
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-  return a > b ? a : b;
-}
-
-static uint64_t min_u64(uint64_t a, uint64_t b)
-{
-  return a < b ? a : b;
-}
-
-static uint64_t cohort_size(const fedc_server_engine_config *c, uint64_t idle)
-{
-  uint64_t n = c->clients_per_round;
-
-  if (n == 0)
-    n = ceil_share(c->fraction_fit, idle);
-  n = max_u64(n, c->min_fit_clients);
-  if (c->max_fit_clients > 0)
-    n = min_u64(n, c->max_fit_clients);
-  return max_u64(min_u64(n, idle), 1);
-}
-
-static uint32_t quorum(const fedc_server_engine_config *c, uint32_t sampled)
-{
-  uint64_t q = max_u64(c->quorum_count, ceil_share(c->quorum_fraction,
-                                                   sampled));
-
-  return (uint32_t)max_u64(min_u64(q, sampled), 1);
-}
-
-/* Collects the idle peers' indices into the scratch array. */
-static int collect_idle(fedc_server_engine *e, size_t *count)
+int fedc_round_collect_idle(fedc_server_engine *e, size_t *count)
 {
   size_t n = 0;
 
@@ -74,20 +34,43 @@ static int collect_idle(fedc_server_engine *e, size_t *count)
   return 0;
 }
 
-/* Sends one sampled peer its FitTask and the global model stream. */
-static int send_task(fedc_server_engine *e, fedc_peer *peer,
-                     fedc_server_actions *out)
+void fedc_round_task_started(fedc_server_engine *e, fedc_peer *peer,
+                             uint64_t now_ms)
+{
+  if (peer->state == FEDC_PEER_IDLE)
+    e->idle_peers--;
+  peer->state = FEDC_PEER_TRAINING;
+  peer->task_sent_ms = now_ms;
+  peer->task_seq = ++e->next_task_seq;
+  e->stats.tasks_sent++;
+  e->stats.training_now++;
+  if (e->stats.training_now > e->stats.training_max)
+    e->stats.training_max = e->stats.training_now;
+}
+
+void fedc_round_task_ended(fedc_server_engine *e, fedc_peer *peer)
+{
+  assert(peer->state == FEDC_PEER_TRAINING ||
+         peer->state == FEDC_PEER_UPLOADING);
+  assert(e->stats.training_now > 0);
+  fedc_assembler_free(&peer->upload);
+  e->stats.training_now--;
+}
+
+int fedc_round_send_task(fedc_server_engine *e, fedc_peer *peer,
+                         uint64_t task, uint64_t now_ms,
+                         fedc_server_actions *out)
 {
   fedc_train_config train = e->config.train;
-  fedc_message *task = NULL;
+  fedc_message *task_message = NULL;
   fedc_server_action *a;
   int rc;
 
-  train.seed += e->round.id;
-  rc = fedc_message_fit_task(e->round.id, &train, e->model_spec, e->global,
-                             &task);
+  train.seed += task;
+  rc = fedc_message_fit_task(task, &train, e->model_spec, e->global,
+                             &task_message);
   if (rc == 0)
-    rc = fedc_server_actions_send(out, peer->id, task);
+    rc = fedc_server_actions_send(out, peer->id, task_message);
   if (rc < 0)
     return rc;
 
@@ -95,52 +78,73 @@ static int send_task(fedc_server_engine *e, fedc_peer *peer,
   if (!a)
     return FEDC_ENOMEM;
   a->stream.peer = peer->id;
-  rc = fedc_chunker_new(e->global, e->round.id, FEDC__STREAM_KIND__GLOBAL_MODEL,
+  rc = fedc_chunker_new(e->global, task, FEDC__STREAM_KIND__GLOBAL_MODEL,
                         e->config.chunk_bytes, &a->stream.stream);
   if (rc < 0)
     return rc;
 
-  peer->state = FEDC_PEER_TRAINING;
-  peer->task_round = e->round.id;
-  e->idle_peers--;
+  peer->task_round = task;
+  peer->task_version = e->round.id;
+  fedc_round_task_started(e, peer, now_ms);
+  e->round.sampled++;
   e->round.bytes_sent += fedc_chunker_total_bytes(a->stream.stream);
   e->stats.bytes_sent += fedc_chunker_total_bytes(a->stream.stream);
   return 0;
 }
 
-static void begin_round_state(fedc_server_engine *e, uint64_t now_ms,
-                              uint32_t sampled)
+int fedc_round_cancel_task(fedc_server_engine *e, fedc_peer *peer,
+                           uint64_t now_ms, const char *reason,
+                           fedc_server_actions *out)
+{
+  fedc_message *cancel = NULL;
+  int rc = fedc_message_cancel(peer->task_round, reason, &cancel);
+
+  if (rc == 0)
+    rc = fedc_server_actions_send(out, peer->id, cancel);
+  if (rc < 0)
+    return rc;
+  if (peer->state == FEDC_PEER_UPLOADING)
+    peer->discard_task = peer->task_round;
+  else
+    peer->cancelled_task = peer->task_round;
+  fedc_sampler_straggled(e, peer, now_ms);
+  fedc_round_task_ended(e, peer);
+  peer->state = FEDC_PEER_IDLE;
+  e->idle_peers++;
+  e->round.cancelled++;
+  e->stats.tasks_cancelled++;
+  return 0;
+}
+
+static void begin_round_state(fedc_server_engine *e, uint64_t now_ms)
 {
   memset(&e->round, 0, sizeof(e->round));
   e->round.id = e->last_round + 1;
   e->round.started_ms = now_ms;
-  e->round.sampled = sampled;
-  e->round.required = quorum(&e->config, sampled);
   e->round.timer = e->next_timer++;
 }
 
-/* Samples the cohort uniformly without replacement (partial Fisher-Yates
- * over the idle peers) and sends each member its task. */
+/* Samples the cohort and sends each member its task. */
 static int start_round(fedc_server_engine *e, uint64_t now_ms, size_t idle,
                        fedc_server_actions *out)
 {
-  uint32_t n = (uint32_t)cohort_size(&e->config, idle);
+  uint32_t picked = 0, cohort = 0;
   fedc_server_action *timer;
-  fedc_rng rng;
-  int rc = 0;
+  int rc;
 
-  begin_round_state(e, now_ms, n);
-  fedc_rng_seed2(&rng, e->config.seed, e->round.id);
-  for (uint32_t i = 0; i < n && rc == 0; i++) {
-    size_t j = i + (size_t)fedc_rng_below(&rng, idle - i);
-    uint32_t pick = e->scratch[j];
+  begin_round_state(e, now_ms);
+  rc = fedc_sampler_pick(e, idle, &picked, &cohort);
+  for (uint32_t i = 0; i < picked && rc == 0; i++) {
+    fedc_peer *peer = &e->peers.items[e->scratch[i]];
 
-    e->scratch[j] = e->scratch[i];
-    e->scratch[i] = pick;
-    rc = send_task(e, &e->peers.items[pick], out);
+    peer->last_picked = e->round.id;
+    rc = fedc_round_send_task(e, peer, e->round.id, now_ms, out);
   }
   if (rc < 0)
     return rc;
+  e->round.required = fedc_sampler_quorum(&e->config, cohort);
+  if (e->config.over_selection > 1.0 && picked > cohort)
+    e->round.target = cohort;
 
   timer = fedc_server_actions_push(out, FEDC_SERVER_ACTION_START_TIMER);
   if (!timer)
@@ -149,23 +153,26 @@ static int start_round(fedc_server_engine *e, uint64_t now_ms, size_t idle,
   timer->timer.delay_ms = e->config.round_deadline_ms;
   e->phase = FEDC_SERVER_TRAINING;
   fedc_agg_begin(e->agg);
-  fedc_info(LOG_COMPONENT, "round started round=%llu sampled=%u quorum=%u "
-            "idle=%zu", (unsigned long long)e->round.id, n, e->round.required,
-            idle);
+  fedc_info(LOG_COMPONENT, "round started round=%llu sampled=%u cohort=%u "
+            "quorum=%u idle=%zu", (unsigned long long)e->round.id, picked,
+            cohort, e->round.required, idle);
   return 0;
 }
 
 static int maybe_start(fedc_server_engine *e, uint64_t now_ms,
                        fedc_server_actions *out)
 {
-  uint64_t need = max_u64(max_u64(e->config.min_clients,
-                                  e->config.min_fit_clients), 1);
+  uint64_t need = e->config.min_clients;
   size_t idle = 0;
   int rc;
 
+  if (e->config.min_fit_clients > need)
+    need = e->config.min_fit_clients;
+  if (need == 0)
+    need = 1;
   if (!e->started || e->phase != FEDC_SERVER_WAITING || e->idle_peers < need)
     return 0;
-  rc = collect_idle(e, &idle);
+  rc = fedc_round_collect_idle(e, &idle);
   if (rc < 0 || idle < need)
     return rc;
   return start_round(e, now_ms, idle, out);
@@ -173,24 +180,52 @@ static int maybe_start(fedc_server_engine *e, uint64_t now_ms,
 
 void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer)
 {
-  if (e->phase != FEDC_SERVER_TRAINING || peer->task_round != e->round.id)
-    return;
   if (peer->state != FEDC_PEER_TRAINING && peer->state != FEDC_PEER_UPLOADING)
     return;
-  fedc_assembler_free(&peer->upload);
+  fedc_round_task_ended(e, peer);
+  peer->state = FEDC_PEER_IDLE;
+  e->idle_peers++;
+  if (e->phase != FEDC_SERVER_TRAINING)
+    return;
+  if (!fedc_engine_is_async(e) && peer->task_round != e->round.id)
+    return;
   e->round.lost++;
   e->stats.clients_lost++;
 }
 
+/* Multiplies every F32 value of update by scale. */
+static void scale_update(fedc_tensor_list *update, double scale)
+{
+  for (size_t i = 0; i < update->count; i++) {
+    fedc_tensor *t = &update->items[i];
+    float *x = t->data;
+    uint64_t n = fedc_tensor_numel(t);
+
+    if (t->dtype != FEDC_DTYPE_F32)
+      continue;
+    for (uint64_t k = 0; k < n; k++)
+      x[k] = (float)(x[k] * scale);
+  }
+}
+
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
-                      const fedc_tensor_list *update)
+                      fedc_tensor_list *update, uint64_t now_ms)
 {
   double weight = (double)peer->result_examples;
-  int rc = fedc_agg_add(e->agg, update, weight);
+  int rc;
 
+  if (fedc_engine_is_async(e))
+    scale_update(update, fedc_async_update_scale(e, peer));
+  rc = fedc_agg_add(e->agg, update, weight);
   if (rc < 0)
     return rc;
+  fedc_sampler_observe(e, peer, now_ms);
+  fedc_round_task_ended(e, peer);
   peer->state = FEDC_PEER_REPORTED;
+  if (fedc_engine_is_async(e)) {
+    peer->state = FEDC_PEER_IDLE;
+    e->idle_peers++;
+  }
   e->round.reported++;
   e->stats.results_accepted++;
   if (isfinite(peer->result_loss) && isfinite(peer->result_accuracy)) {
@@ -201,14 +236,20 @@ int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
   return 0;
 }
 
-/* Returns the reason the open round should close now, or NULL. */
+/* Returns the reason the open round should close now, or NULL. A round
+ * that sampled no one (possible with Poisson sampling) waits for its
+ * deadline, so that an empty draw takes a round's time, not none. */
 static const char *close_reason(const fedc_server_engine *e)
 {
   const fedc_round_state *r = &e->round;
   uint32_t outstanding = r->sampled - r->reported - r->lost;
 
+  if (r->sampled == 0)
+    return NULL;
   if (outstanding == 0)
     return "every sampled client reported or left";
+  if (r->target > 0 && r->reported >= r->target)
+    return "target count reported";
   if (e->config.close_at_quorum && r->reported >= r->required)
     return "quorum reached";
   if (r->reported + outstanding < r->required)
@@ -216,12 +257,15 @@ static const char *close_reason(const fedc_server_engine *e)
   return NULL;
 }
 
-/* Makes the clients that reported idle again. Stragglers keep their state
- * and task_round, so a late FitResult or chunk is rejected as stale, and
- * they are not sampled again while they may still be training. */
-static void release_cohort(fedc_server_engine *e)
+/* Makes the clients that reported idle again and cancels the stragglers,
+ * which become idle too: a result of theirs that crossed the Cancel is
+ * discarded and counted as late. */
+static int release_cohort(fedc_server_engine *e, uint64_t now_ms,
+                          fedc_server_actions *out)
 {
-  for (size_t k = 0; k < e->peers.count; k++) {
+  int rc = 0;
+
+  for (size_t k = 0; k < e->peers.count && rc == 0; k++) {
     fedc_peer *peer = &e->peers.items[k];
 
     if (peer->task_round != e->round.id)
@@ -229,31 +273,31 @@ static void release_cohort(fedc_server_engine *e)
     if (peer->state == FEDC_PEER_REPORTED) {
       peer->state = FEDC_PEER_IDLE;
       e->idle_peers++;
-    }
-    if (peer->state == FEDC_PEER_UPLOADING) {
-      fedc_assembler_free(&peer->upload);
-      peer->state = FEDC_PEER_TRAINING;
+    } else if (peer->state == FEDC_PEER_TRAINING ||
+               peer->state == FEDC_PEER_UPLOADING) {
+      rc = fedc_round_cancel_task(e, peer, now_ms, "round closed", out);
     }
   }
+  return rc;
 }
 
-static int cancel_timer(fedc_server_engine *e, fedc_server_actions *out)
+int fedc_round_cancel_timer(uint64_t *timer, fedc_server_actions *out)
 {
   fedc_server_action *a;
 
-  if (e->round.timer == 0)
+  if (*timer == 0)
     return 0;
   a = fedc_server_actions_push(out, FEDC_SERVER_ACTION_CANCEL_TIMER);
   if (!a)
     return FEDC_ENOMEM;
-  a->timer.id = e->round.timer;
-  e->round.timer = 0;
+  a->timer.id = *timer;
+  *timer = 0;
   return 0;
 }
 
 /* Applies the aggregate to the global model in place, after copying the
  * model when a stream, an evaluation or a checkpoint still references it. */
-static int aggregate(fedc_server_engine *e)
+int fedc_round_apply(fedc_server_engine *e)
 {
   fedc_tensor_list *global = fedc_snapshot_mutable(e->global);
   fedc_tensor_list copy;
@@ -275,9 +319,8 @@ static int aggregate(fedc_server_engine *e)
   return fedc_agg_finish(e->agg, fedc_snapshot_mutable(e->global));
 }
 
-__attribute__((format(printf, 3, 4)))
-static void fill_metrics(fedc_server_engine *e, bool aggregated,
-                         const char *fmt, ...)
+void fedc_round_fill_metrics(fedc_server_engine *e, bool aggregated,
+                             const char *fmt, ...)
 {
   fedc_round_state *r = &e->round;
   fedc_round_metrics *m = &r->metrics;
@@ -292,6 +335,8 @@ static void fill_metrics(fedc_server_engine *e, bool aggregated,
   m->clients_sampled = r->sampled;
   m->clients_reported = r->reported;
   m->clients_lost = r->lost;
+  m->clients_cancelled = r->cancelled;
+  m->updates_too_stale = r->too_stale;
   m->bytes_sent = r->bytes_sent;
   m->bytes_received = r->bytes_received;
   if (r->train_weight > 0) {
@@ -301,7 +346,8 @@ static void fill_metrics(fedc_server_engine *e, bool aggregated,
   }
 }
 
-static int push_checkpoint(fedc_server_engine *e, fedc_server_actions *out)
+int fedc_round_push_checkpoint(fedc_server_engine *e,
+                               fedc_server_actions *out)
 {
   fedc_server_action *a = fedc_server_actions_push(out,
                                                    FEDC_SERVER_ACTION_CHECKPOINT);
@@ -314,21 +360,30 @@ static int push_checkpoint(fedc_server_engine *e, fedc_server_actions *out)
   return fedc_agg_state_save(e->agg, &a->checkpoint.state);
 }
 
+int fedc_round_push_finished(const fedc_round_metrics *m,
+                             fedc_server_actions *out)
+{
+  fedc_server_action *a = fedc_server_actions_push(
+    out, FEDC_SERVER_ACTION_ROUND_FINISHED);
+
+  if (!a)
+    return FEDC_ENOMEM;
+  a->round_finished = *m;
+  return 0;
+}
+
 /* Checkpoints, reports the round and ends the run after the last round. */
 static int finish_round(fedc_server_engine *e, uint64_t now_ms,
                         fedc_server_actions *out)
 {
-  fedc_server_action *a;
   int rc;
 
   e->round.metrics.seconds = (double)(now_ms - e->round.started_ms) / 1000.0;
-  rc = push_checkpoint(e, out);
+  rc = fedc_round_push_checkpoint(e, out);
+  if (rc == 0)
+    rc = fedc_round_push_finished(&e->round.metrics, out);
   if (rc < 0)
     return rc;
-  a = fedc_server_actions_push(out, FEDC_SERVER_ACTION_ROUND_FINISHED);
-  if (!a)
-    return FEDC_ENOMEM;
-  a->round_finished = e->round.metrics;
   e->phase = FEDC_SERVER_WAITING;
 
   if (e->config.total_rounds > 0 && e->round.id >= e->config.total_rounds)
@@ -336,13 +391,13 @@ static int finish_round(fedc_server_engine *e, uint64_t now_ms,
   return 0;
 }
 
-static bool evaluation_due(const fedc_server_engine *e)
+bool fedc_round_evaluation_due(const fedc_server_engine *e, uint64_t round)
 {
   uint64_t every = e->config.evaluate_every;
 
   if (every == 0)
     return false;
-  return e->round.id % every == 0 || e->round.id == e->config.total_rounds;
+  return round % every == 0 || round == e->config.total_rounds;
 }
 
 static int abandon(fedc_server_engine *e, uint64_t now_ms, const char *cause,
@@ -351,8 +406,9 @@ static int abandon(fedc_server_engine *e, uint64_t now_ms, const char *cause,
   const fedc_round_state *r = &e->round;
 
   fedc_agg_begin(e->agg);
-  fill_metrics(e, false, "%u of %u sampled clients reported, quorum %u: %s",
-               r->reported, r->sampled, r->required, cause);
+  fedc_round_fill_metrics(e, false, "%u of %u sampled clients reported, "
+                          "quorum %u: %s", r->reported, r->sampled,
+                          r->required, cause);
   e->stats.rounds_abandoned++;
   fedc_warn(LOG_COMPONENT, "round abandoned, model unchanged round=%llu "
             "reason=\"%s\"", (unsigned long long)r->id, r->metrics.reason);
@@ -364,24 +420,26 @@ static int close_round(fedc_server_engine *e, uint64_t now_ms,
 {
   fedc_round_state *r = &e->round;
   fedc_server_action *a;
-  int rc = cancel_timer(e, out);
+  int rc = fedc_round_cancel_timer(&e->round.timer, out);
 
+  fedc_sampler_round_closed(e);
+  if (rc == 0)
+    rc = release_cohort(e, now_ms, out);
   if (rc < 0)
     return rc;
-  release_cohort(e);
   e->last_round = r->id;
   if (r->reported < r->required || r->reported < fedc_agg_min_updates(e->agg))
     return abandon(e, now_ms, cause, out);
-  rc = aggregate(e);
+  rc = fedc_round_apply(e);
   if (rc < 0)
     return abandon(e, now_ms, fedc_strerror(rc), out);
 
-  fill_metrics(e, true, "%s", "");
+  fedc_round_fill_metrics(e, true, "%s", "");
   e->stats.rounds_aggregated++;
   fedc_info(LOG_COMPONENT, "round closed round=%llu reported=%u sampled=%u "
             "reason=\"%s\"", (unsigned long long)r->id, r->reported,
             r->sampled, cause);
-  if (!evaluation_due(e))
+  if (!fedc_round_evaluation_due(e, r->id))
     return finish_round(e, now_ms, out);
 
   a = fedc_server_actions_push(out, FEDC_SERVER_ACTION_EVALUATE);
@@ -396,6 +454,8 @@ static int close_round(fedc_server_engine *e, uint64_t now_ms,
 int fedc_round_settle(fedc_server_engine *e, uint64_t now_ms,
                       fedc_server_actions *out)
 {
+  if (fedc_engine_is_async(e))
+    return fedc_async_settle(e, now_ms, out);
   if (e->phase == FEDC_SERVER_TRAINING) {
     const char *cause = close_reason(e);
     int rc = cause ? close_round(e, now_ms, cause, out) : 0;
@@ -441,6 +501,8 @@ int fedc_round_stop(fedc_server_engine *e, uint64_t now_ms,
 {
   int rc;
 
+  if (fedc_engine_is_async(e))
+    return fedc_async_stop(e, out);
   if (e->phase == FEDC_SERVER_EVALUATING)
     return fedc_round_evaluated(e, now_ms, NULL, out);
   if (e->phase != FEDC_SERVER_TRAINING)
@@ -448,7 +510,7 @@ int fedc_round_stop(fedc_server_engine *e, uint64_t now_ms,
 
   /* The open round is dropped without a checkpoint or metrics: a resumed
    * server runs it again under the same id. */
-  rc = cancel_timer(e, out);
+  rc = fedc_round_cancel_timer(&e->round.timer, out);
   fedc_agg_begin(e->agg);
   fedc_info(LOG_COMPONENT, "round dropped for shutdown round=%llu",
             (unsigned long long)e->round.id);
@@ -488,6 +550,7 @@ int fedc_round_done(fedc_server_engine *e, const char *reason,
                             reason, out);
   fedc_peers_close(&e->peers);
   e->idle_peers = 0;
+  e->stats.training_now = 0;
   e->stats.peers = 0;
   e->stats.clients = 0;
   e->phase = FEDC_SERVER_DONE;

@@ -632,9 +632,25 @@ START_TEST(client_lost_mid_round)
 }
 END_TEST
 
+/* Asserts that the action at index is a Cancel of round sent to peer. */
+static void assert_cancel(const test_server *s, size_t index, uint64_t peer,
+                          uint64_t round)
+{
+  const fedc_server_action *a = &s->actions.items[index];
+  const Fedc__Envelope *env;
+
+  ck_assert_uint_lt(index, s->actions.count);
+  ck_assert_int_eq(a->kind, FEDC_SERVER_ACTION_SEND);
+  ck_assert_uint_eq(a->send.peer, peer);
+  env = fedc_message_envelope(a->send.message);
+  ck_assert_int_eq(env->body_case, FEDC__ENVELOPE__BODY_CANCEL);
+  ck_assert_uint_eq(env->cancel->round, round);
+}
+
 /* Two of four sampled clients are lost before reporting and the quorum of
  * 3 can no longer be reached: the round is abandoned at once instead of
- * waiting for the deadline, and the next one starts when clients return. */
+ * waiting for the deadline, the straggler is cancelled, and the next round
+ * starts when enough clients are idle. */
 START_TEST(lost_clients_abandon_round)
 {
   const fedc_round_metrics *m;
@@ -645,41 +661,45 @@ START_TEST(lost_clients_abandon_round)
   ts_lost(&s, 2);
   ck_assert_uint_eq(s.actions.count, 0);
   ts_lost(&s, 3);
-  ck_assert_uint_eq(s.actions.count, 3);
+  ck_assert_uint_eq(s.actions.count, 4);
   ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_CANCEL_TIMER);
-  ck_assert_int_eq(s.actions.items[1].kind, FEDC_SERVER_ACTION_CHECKPOINT);
-  ck_assert_uint_eq(s.actions.items[1].checkpoint.round, 1);
-  m = &s.actions.items[2].round_finished;
+  assert_cancel(&s, 1, 4, 1);
+  ck_assert_int_eq(s.actions.items[2].kind, FEDC_SERVER_ACTION_CHECKPOINT);
+  ck_assert_uint_eq(s.actions.items[2].checkpoint.round, 1);
+  m = &s.actions.items[3].round_finished;
   ck_assert(!m->aggregated);
   ck_assert(!m->evaluated);
   ck_assert_ptr_nonnull(strstr(m->reason, "quorum can no longer be reached"));
   assert_metrics(m, 1, 4, 1, 2);
+  ck_assert_uint_eq(m->clients_cancelled, 1);
   ts_assert_model(&s, G0);
   ck_assert_int_eq(fedc_server_engine_phase(s.engine), FEDC_SERVER_WAITING);
   ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->rounds_abandoned, 1);
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->tasks_cancelled, 1);
 
-  /* Client 4 is still busy with round 1, so round 2 waits for more. */
+  /* Clients 1 and 4 are idle; round 2 needs two more. */
   ts_hello(&s, 5, "c5");
   ck_assert_uint_eq(s.actions.count, 1);
   ts_hello(&s, 6, "c6");
-  ck_assert_uint_eq(s.actions.count, 1);
-  ts_hello(&s, 7, "c7");
   assert_round_started(&s, 1, 2, 4);
-  ck_assert_ptr_null(ts_find(&s, FEDC_SERVER_ACTION_SEND, 4));
+  ck_assert_ptr_nonnull(ts_find(&s, FEDC_SERVER_ACTION_SEND, 4));
   test_server_stop(&s);
 }
 END_TEST
 
 /* At the deadline three of four have reported, enough to aggregate; the
- * straggler's late result is then rejected as stale. */
+ * straggler is cancelled, and its result that crossed the Cancel is
+ * discarded and counted as late without closing the client. */
 START_TEST(deadline_with_quorum_aggregates)
 {
   const fedc_server_action *timer;
-  fedc_snapshot *snap = test_snapshot(U1);
+  const fedc_server_stats *st;
+  fedc_snapshot *snap;
   uint64_t id;
   test_server s;
 
   start_four(&s);
+  st = fedc_server_engine_stats(s.engine);
   timer = timer_action(&s);
   id = timer->timer.id;
   report_honest(&s, 1);
@@ -690,35 +710,45 @@ START_TEST(deadline_with_quorum_aggregates)
   ck_assert_uint_eq(s.actions.count, 0);
   s.now += 1000;
   ts_timer(&s, id);
-  ck_assert_uint_eq(s.actions.count, 1);
-  ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_EVALUATE);
+  ck_assert_uint_eq(s.actions.count, 2);
+  assert_cancel(&s, 0, 4, 1);
+  ck_assert_int_eq(s.actions.items[1].kind, FEDC_SERVER_ACTION_EVALUATE);
   ts_assert_model(&s, G1);
   ts_evaluated(&s, 1, 1.0, 0.5);
   assert_metrics(&s.actions.items[1].round_finished, 1, 4, 3, 0);
+  ck_assert_uint_eq(s.actions.items[1].round_finished.clients_cancelled, 1);
   ck_assert_double_eq(s.actions.items[1].round_finished.seconds, 1.0);
 
-  /* Client 4 is still training round 1, so round 2 waits for a fourth
-   * idle client. */
-  ck_assert_uint_eq(s.actions.count, 2);
-  ck_assert_int_eq(fedc_server_engine_phase(s.engine), FEDC_SERVER_WAITING);
+  /* Client 4 is idle again, so round 2 starts with all four. */
+  assert_round_started(&s, 2, 2, 4);
+
+  /* Its round 1 result arrives late: discarded, counted, not closed. */
+  ts_result(&s, 4, 1, U1, 1);
+  ck_assert_uint_eq(s.actions.count, 0);
+  ck_assert_uint_eq(st->results_late, 1);
+  ck_assert_uint_eq(st->rejected[FEDC_REJECT_STALE], 0);
+  ck_assert_uint_eq(st->results_accepted, 3);
+
+  /* A second result for round 1 is no longer late: it is stale. */
+  snap = test_snapshot(U1);
   send_fit_result(&s, 4, 1, snap, 1);
   fedc_snapshot_unref(&snap);
   ts_assert_rejected(&s, 4, FEDC_REJECT_STALE, FEDC__ERROR_CODE__STALE_ROUND,
                      "round 1, which is not open");
-  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->
-                    rejected[FEDC_REJECT_STALE], 1);
   test_server_stop(&s);
 }
 END_TEST
 
 /* At the deadline only two of four have reported, so the round is
  * abandoned and the model is unchanged. An upload cut by the deadline is
- * dropped. */
+ * dropped and the rest of its chunks are discarded. */
 START_TEST(deadline_without_quorum_abandons)
 {
+  const fedc_server_action *a;
   const fedc_round_metrics *m;
   fedc_snapshot *snap = test_snapshot(U3);
   fedc_chunker *chunks = NULL;
+  const Fedc__Envelope *chunk;
   float values[TEST_PARAMS];
   uint64_t timer;
   test_server s;
@@ -733,22 +763,36 @@ START_TEST(deadline_without_quorum_abandons)
   ts_receive(&s, 3, fedc_chunker_next(chunks));
 
   ts_timer(&s, timer);
-  ck_assert_uint_eq(s.actions.count, 2);
-  ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_CHECKPOINT);
-  test_values(fedc_snapshot_tensors(s.actions.items[0].checkpoint.model),
+  assert_cancel(&s, 0, 3, 1);
+  assert_cancel(&s, 1, 4, 1);
+  ck_assert_int_eq(s.actions.items[2].kind, FEDC_SERVER_ACTION_CHECKPOINT);
+  test_values(fedc_snapshot_tensors(s.actions.items[2].checkpoint.model),
               values);
   ck_assert_mem_eq(values, G0, sizeof(values));
-  m = &s.actions.items[1].round_finished;
+  m = &s.actions.items[3].round_finished;
   ck_assert(!m->aggregated);
   ck_assert_ptr_nonnull(strstr(m->reason, "2 of 4 sampled clients reported, "
                                "quorum 3: deadline passed"));
   assert_metrics(m, 1, 4, 2, 0);
+  ck_assert_uint_eq(m->clients_cancelled, 2);
   ts_assert_model(&s, G0);
 
-  /* The rest of client 3's upload belongs to a closed round. */
-  ts_receive(&s, 3, fedc_chunker_next(chunks));
-  ts_assert_rejected(&s, 3, FEDC_REJECT_STALE, FEDC__ERROR_CODE__STALE_ROUND,
-                     "chunk for round 1");
+  /* Every client is idle again, so round 2 starts at once. */
+  assert_round_started(&s, 4, 2, 4);
+
+  /* The rest of client 3's upload belongs to a cancelled task. */
+  while ((chunk = fedc_chunker_next(chunks)) != NULL) {
+    ts_receive(&s, 3, chunk);
+    ck_assert_uint_eq(s.actions.count, 0);
+  }
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->rejected[
+                      FEDC_REJECT_STALE], 0);
+
+  /* Client 3 then reports round 2 normally. */
+  ts_result(&s, 3, 2, U3, 5);
+  a = ts_find(&s, FEDC_SERVER_ACTION_CLOSE, 3);
+  ck_assert_ptr_null(a);
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->results_accepted, 3);
   fedc_chunker_free(&chunks);
   fedc_snapshot_unref(&snap);
   test_server_stop(&s);
@@ -790,8 +834,8 @@ START_TEST(resume_starts_next_round)
 }
 END_TEST
 
-/* With close_at_quorum the round closes at three results of four, and the
- * evaluation only runs every second round. */
+/* With close_at_quorum the round closes at three results of four, the
+ * fourth is cancelled, and the evaluation only runs every second round. */
 START_TEST(close_at_quorum_and_evaluate_every)
 {
   fedc_server_engine_config c;
@@ -806,16 +850,14 @@ START_TEST(close_at_quorum_and_evaluate_every)
   hello_all(&s, 4);
   report_honest(&s, 1);
   ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_CANCEL_TIMER);
-  ck_assert_int_eq(s.actions.items[1].kind, FEDC_SERVER_ACTION_CHECKPOINT);
-  ck_assert_int_eq(s.actions.items[2].kind, FEDC_SERVER_ACTION_ROUND_FINISHED);
-  ck_assert(!s.actions.items[2].round_finished.evaluated);
+  assert_cancel(&s, 1, 4, 1);
+  ck_assert_int_eq(s.actions.items[2].kind, FEDC_SERVER_ACTION_CHECKPOINT);
+  ck_assert_int_eq(s.actions.items[3].kind, FEDC_SERVER_ACTION_ROUND_FINISHED);
+  ck_assert(!s.actions.items[3].round_finished.evaluated);
   ts_assert_model(&s, G1);
 
-  /* Client 4 still trains round 1: round 2 starts when client 5 comes. */
-  ck_assert_uint_eq(s.actions.count, 3);
-  ts_hello(&s, 5, "c5");
-  assert_round_started(&s, 1, 2, 4);
-  ck_assert_ptr_null(ts_find(&s, FEDC_SERVER_ACTION_SEND, 4));
+  /* Client 4 was cancelled and is idle: round 2 starts with all four. */
+  assert_round_started(&s, 4, 2, 4);
   report_honest(&s, 2);
   ck_assert_ptr_nonnull(ts_find(&s, FEDC_SERVER_ACTION_EVALUATE, UINT64_MAX));
   ts_assert_model(&s, G2);
