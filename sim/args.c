@@ -121,10 +121,14 @@ static const fedc_option option_table[] = {
       "debug, info, warn, error or off."),
   OPT(log_file, FEDC_OPT_STRING, NULL, "path",
       "File to append log lines to; unset logs to stderr."),
-  OPT(server_bin, FEDC_OPT_STRING, "fedc-server", "path",
-      "--transport tls: the fedc-server program."),
-  OPT(client_bin, FEDC_OPT_STRING, "fedc-client", "path",
-      "--transport tls: the fedc-client program."),
+  OPT(server_bin, FEDC_OPT_STRING, NULL, "path",
+      "--transport tls: the fedc-server program; unset looks beside "
+      "fedc-sim, in the build tree, then in PATH."),
+  OPT(client_bin, FEDC_OPT_STRING, NULL, "path",
+      "--transport tls: the fedc-client program, found like server_bin."),
+  OPT(make_certs, FEDC_OPT_STRING, NULL, "path",
+      "--transport tls: the deploy/make-certs script that makes the test "
+      "PKI; unset uses the one of the source tree fedc-sim was built from."),
   OPT(work_dir, FEDC_OPT_STRING, NULL, "path",
       "--transport tls: folder for certificates, client data and logs; "
       "unset makes a temporary one."),

@@ -70,6 +70,7 @@ typedef struct fedc_args {
   /* --transport tls */
   char *server_bin;
   char *client_bin;
+  char *make_certs;
   char *work_dir;
   unsigned long tls_timeout;     /* s */
 } fedc_args;

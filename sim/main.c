@@ -16,6 +16,7 @@
 #include "plot.h"
 #include "profile.h"
 #include "report.h"
+#include "setup.h"
 #include "sim.h"
 #include "tls_run.h"
 #include "util/error.h"
@@ -32,89 +33,6 @@ typedef struct run_output {
   double last_accuracy;
   int err;
 } run_output;
-
-/* Finds DIR/NAME or DIR/NAME.gz. */
-static int find_idx_file(const char *dir, const char *name, char *path,
-                         size_t len)
-{
-  snprintf(path, len, "%s/%s", dir, name);
-  if (access(path, R_OK) == 0)
-    return 0;
-  snprintf(path, len, "%s/%s.gz", dir, name);
-  if (access(path, R_OK) == 0)
-    return 0;
-  fprintf(stderr, "fedc-sim: %s/%s not found (plain or .gz); set --data\n",
-          dir, name);
-  return FEDC_ENOENT;
-}
-
-static int load_idx_pair(const char *dir, const char *images,
-                         const char *labels, fedc_dataset *ds)
-{
-  char image_path[4096], label_path[4096];
-  int rc = find_idx_file(dir, images, image_path, sizeof(image_path));
-
-  if (rc == 0)
-    rc = find_idx_file(dir, labels, label_path, sizeof(label_path));
-  if (rc == 0)
-    rc = fedc_idx_load(image_path, label_path, ds);
-  if (rc < 0)
-    fprintf(stderr, "fedc-sim: cannot load %s/%s: %s\n", dir, images,
-            fedc_strerror(rc));
-  return rc;
-}
-
-static int load_file(const char *path, fedc_dataset *ds)
-{
-  int rc = fedc_dataset_load(path, ds);
-
-  if (rc < 0)
-    fprintf(stderr, "fedc-sim: cannot load %s: %s\n", path,
-            fedc_strerror(rc));
-  return rc;
-}
-
-static int load_data(const fedc_args *a, fedc_dataset *train,
-                     fedc_dataset *test)
-{
-  int rc;
-
-  if (a->train_data != NULL)
-    rc = load_file(a->train_data, train);
-  else
-    rc = load_idx_pair(a->data, "train-images-idx3-ubyte",
-                       "train-labels-idx1-ubyte", train);
-  if (rc < 0)
-    return rc;
-  if (a->test_data != NULL)
-    return load_file(a->test_data, test);
-  if (a->train_data != NULL)
-    return 0;
-  return load_idx_pair(a->data, "t10k-images-idx3-ubyte",
-                       "t10k-labels-idx1-ubyte", test);
-}
-
-static int build_partition(const fedc_args *a, const fedc_dataset *train,
-                           fedc_partition *p)
-{
-  fedc_partition_options opts;
-  int rc;
-
-  fedc_partition_options_default(&opts);
-  fedc_partition_scheme_parse(a->partition, &opts.scheme);
-  opts.clients = (uint32_t)a->clients;
-  opts.seed = a->seed;
-  opts.alpha = a->alpha;
-  opts.min_rows = a->min_rows;
-  opts.shards_per_client = (uint32_t)a->shards_per_client;
-  rc = fedc_sim_partition(p, train, &opts, (uint32_t)a->data_copies);
-  if (rc < 0)
-    fprintf(stderr, "fedc-sim: cannot partition %llu rows (x%lu copies) "
-            "among %lu clients with %s: %s\n",
-            (unsigned long long)train->n, a->data_copies, a->clients,
-            a->partition, fedc_strerror(rc));
-  return rc;
-}
 
 static int build_devices(const fedc_args *a, fedc_device_model *m)
 {
@@ -204,7 +122,7 @@ static void add_point(run_output *out, const fedc_sim_round *r)
     out->capacity = capacity;
   }
   out->points[out->count++] = (fedc_plot_point){
-    .round = r->metrics.round, .simulated_seconds = r->clock,
+    .round = r->metrics.round, .seconds = r->clock,
     .accuracy = r->metrics.evaluated ? r->metrics.test_accuracy : NAN,
   };
 }
@@ -212,21 +130,14 @@ static void add_point(run_output *out, const fedc_sim_round *r)
 static void on_round(void *user, const fedc_sim_round *r)
 {
   run_output *out = user;
-  const fedc_round_metrics *m = &r->metrics;
   fedc_sim_record rec = {
-    .round = m->round,
-    .test_accuracy = m->evaluated ? m->test_accuracy : NAN,
-    .test_loss = m->evaluated ? m->test_loss : NAN,
-    .clients_sampled = m->clients_sampled,
-    .clients_reported = m->clients_reported,
-    .seconds = r->real_seconds,
-    .bytes_sent = m->bytes_sent, .bytes_received = m->bytes_received,
-    .simulated_seconds = m->seconds, .simulated_clock = r->clock,
+    .metrics = r->metrics, .real_seconds = r->real_seconds,
+    .simulated_clock = r->clock,
   };
 
   out->real_total += r->real_seconds;
-  if (m->evaluated)
-    out->last_accuracy = m->test_accuracy;
+  if (r->metrics.evaluated)
+    out->last_accuracy = r->metrics.test_accuracy;
   if (out->metrics != NULL && out->err == 0)
     out->err = fedc_report_write_jsonl(out->metrics, &rec, !out->wall_clock);
   add_point(out, r);
@@ -246,12 +157,15 @@ static void print_summary(const fedc_sim *sim, const run_output *out)
   const fedc_sim_stats *st = fedc_sim_get_stats(sim);
 
   fprintf(stderr, "fedc-sim: done rounds=%llu accuracy=%.4f "
-          "simulated_seconds=%.1f real_seconds=%.3f wait_seconds=%.3f "
-          "train_seconds=%.3f eval_seconds=%.3f trainings=%llu "
-          "dropouts=%llu events=%llu max_live_engines=%zu "
+          "simulated_seconds=%.1f real_seconds=%.3f startup_seconds=%.3f "
+          "round_seconds=%.3f round_wait_seconds=%.3f "
+          "wait_seconds=%.3f train_seconds=%.3f eval_seconds=%.3f "
+          "trainings=%llu dropouts=%llu events=%llu max_live_engines=%zu "
           "client_record_bytes=%zu peak_rss_kib=%ld\n",
           (unsigned long long)st->rounds, out->last_accuracy,
-          fedc_sim_clock(sim), st->real_seconds, st->real_wait_seconds,
+          fedc_sim_clock(sim), st->real_seconds, st->real_startup_seconds,
+          st->real_round_seconds, st->real_round_wait_seconds,
+          st->real_wait_seconds,
           st->real_train_seconds, st->real_eval_seconds,
           (unsigned long long)st->trainings,
           (unsigned long long)st->dropouts, (unsigned long long)st->events,
@@ -284,7 +198,8 @@ static int write_plot(const fedc_args *a, const run_output *out)
     return 0;
   snprintf(title, sizeof(title), "%s, %lu clients, %lu per round, %s",
            a->model, a->clients, a->clients_per_round, a->partition);
-  rc = fedc_plot_write(a->plot, out->points, out->count, title);
+  rc = fedc_plot_write(a->plot, out->points, out->count, title,
+                       "simulated time");
   if (rc == FEDC_ENOENT)
     fprintf(stderr, "fedc-sim: gnuplot not found; write an .svg plot or "
             "install gnuplot\n");
@@ -344,9 +259,9 @@ static int run_memory(const fedc_args *a)
   fedc_partition_init(&part);
   fedc_device_model_init(&devices);
 
-  rc = load_data(a, &train, &test);
+  rc = fedc_setup_load_data(a, &train, &test);
   if (rc == 0)
-    rc = build_partition(a, &train, &part);
+    rc = fedc_setup_partition(a, &train, &part);
   if (rc == 0)
     rc = build_devices(a, &devices);
   if (rc == 0)

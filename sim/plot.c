@@ -20,7 +20,7 @@ typedef struct axis {
   double lo, hi;
   double step;          /* distance between ticks, in data units */
   double scale;         /* data units per label unit (3600 for hours) */
-  const char *label;
+  char label[64];
 } axis;
 
 typedef struct panel {
@@ -53,21 +53,22 @@ static void fit_axis(axis *a, double lo, double hi)
   a->hi = ceil(hi / a->step) * a->step;
 }
 
-static void time_axis(axis *a, double max_seconds)
+static void time_axis(axis *a, double max_seconds, const char *name)
 {
+  const char *unit = "seconds";
+
+  a->scale = 1.0;
   if (max_seconds >= 2 * 86400.0) {
     a->scale = 86400.0;
-    a->label = "simulated time (days)";
+    unit = "days";
   } else if (max_seconds >= 2 * 3600.0) {
     a->scale = 3600.0;
-    a->label = "simulated time (hours)";
+    unit = "hours";
   } else if (max_seconds >= 120.0) {
     a->scale = 60.0;
-    a->label = "simulated time (minutes)";
-  } else {
-    a->scale = 1.0;
-    a->label = "simulated time (seconds)";
+    unit = "minutes";
   }
+  snprintf(a->label, sizeof(a->label), "%s (%s)", name, unit);
   fit_axis(a, 0.0, max_seconds);
 }
 
@@ -139,7 +140,7 @@ static void draw_line(FILE *f, const panel *p, const fedc_plot_point *points,
 
   fprintf(f, "<path fill='none' stroke='#1f77b4' stroke-width='1.5' d='");
   for (size_t i = 0; i < n; i++) {
-    double x = by_time ? points[i].simulated_seconds : (double)points[i].round;
+    double x = by_time ? points[i].seconds : (double)points[i].round;
 
     if (!isfinite(points[i].accuracy))
       continue;
@@ -165,15 +166,16 @@ static void accuracy_axis(axis *a, const fedc_plot_point *points, size_t n)
     hi = 1.0;
   }
   a->scale = 1.0;
-  a->label = "test accuracy";
+  snprintf(a->label, sizeof(a->label), "test accuracy");
   fit_axis(a, fmax(0.0, floor(lo * 10) / 10), fmin(1.0, ceil(hi * 10) / 10));
 }
 
 static void layout_panels(panel *rounds, panel *times,
-                          const fedc_plot_point *points, size_t n)
+                          const fedc_plot_point *points, size_t n,
+                          const char *time_name)
 {
   double last_round = n > 0 ? (double)points[n - 1].round : 1.0;
-  double last_time = n > 0 ? points[n - 1].simulated_seconds : 1.0;
+  double last_time = n > 0 ? points[n - 1].seconds : 1.0;
 
   *rounds = (panel){ .x = 80, .y = PANEL_TOP };
   *times = (panel){ .x = 80 + PANEL_WIDTH + 90, .y = PANEL_TOP };
@@ -182,11 +184,11 @@ static void layout_panels(panel *rounds, panel *times,
 
   rounds->xaxis = (axis){ .scale = 1.0, .label = "round" };
   fit_axis(&rounds->xaxis, 0.0, last_round);
-  time_axis(&times->xaxis, last_time);
+  time_axis(&times->xaxis, last_time, time_name);
 }
 
 int fedc_plot_write_svg(const char *path, const fedc_plot_point *points,
-                        size_t n, const char *title)
+                        size_t n, const char *title, const char *time_name)
 {
   panel rounds, times;
   FILE *f = fopen(path, "w");
@@ -194,7 +196,7 @@ int fedc_plot_write_svg(const char *path, const fedc_plot_point *points,
 
   if (f == NULL)
     return FEDC_EIO;
-  layout_panels(&rounds, &times, points, n);
+  layout_panels(&rounds, &times, points, n, time_name);
 
   fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' "
           "height='%d' font-family='sans-serif' font-size='12'>\n",
@@ -225,10 +227,11 @@ static int has_suffix(const char *s, const char *suffix)
   return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Writes "round simulated_seconds accuracy" rows to a new temporary file
- * whose name goes to path_out (at least 32 bytes). */
+/* Writes "round simulated_time accuracy" rows, the time in units of
+ * scale seconds, to a new temporary file whose name goes to path_out (at
+ * least 32 bytes). */
 static int write_gnuplot_data(const fedc_plot_point *points, size_t n,
-                              char *path_out)
+                              double scale, char *path_out)
 {
   FILE *f;
   int fd;
@@ -246,7 +249,7 @@ static int write_gnuplot_data(const fedc_plot_point *points, size_t n,
   for (size_t i = 0; i < n; i++) {
     if (isfinite(points[i].accuracy))
       fprintf(f, "%llu %.6f %.6f\n", (unsigned long long)points[i].round,
-              points[i].simulated_seconds / 3600.0, points[i].accuracy);
+              points[i].seconds / scale, points[i].accuracy);
   }
   if (fclose(f) != 0) {
     unlink(path_out);
@@ -268,7 +271,8 @@ static void write_gnuplot_string(FILE *f, const char *s)
 }
 
 static void write_gnuplot_script(FILE *g, const char *path,
-                                 const char *data, const char *title)
+                                 const char *data, const char *title,
+                                 const char *time_label)
 {
   fprintf(g, "set terminal png size %d,%d\nset output ", SVG_WIDTH,
           SVG_HEIGHT);
@@ -278,8 +282,9 @@ static void write_gnuplot_script(FILE *g, const char *path,
   fprintf(g, "\nset grid\nset key off\nset ylabel 'test accuracy'\n"
           "set xlabel 'round'\nplot ");
   write_gnuplot_string(g, data);
-  fprintf(g, " using 1:3 with lines\nset xlabel 'simulated time (hours)'\n"
-          "plot ");
+  fprintf(g, " using 1:3 with lines\nset xlabel ");
+  write_gnuplot_string(g, time_label);
+  fprintf(g, "\nplot ");
   write_gnuplot_string(g, data);
   fprintf(g, " using 2:3 with lines\nunset multiplot\n");
 }
@@ -307,15 +312,17 @@ static int program_on_path(const char *name)
 }
 
 static int write_png(const char *path, const fedc_plot_point *points,
-                     size_t n, const char *title)
+                     size_t n, const char *title, const char *time_name)
 {
   char data[32];
+  axis time = { .scale = 1.0 };
   FILE *g;
   int err, status;
 
   if (!program_on_path("gnuplot"))
     return FEDC_ENOENT;
-  err = write_gnuplot_data(points, n, data);
+  time_axis(&time, n > 0 ? points[n - 1].seconds : 1.0, time_name);
+  err = write_gnuplot_data(points, n, time.scale, data);
   if (err != 0)
     return err;
   g = popen("gnuplot", "w");
@@ -323,7 +330,7 @@ static int write_png(const char *path, const fedc_plot_point *points,
     unlink(data);
     return FEDC_ENOENT;
   }
-  write_gnuplot_script(g, path, data, title);
+  write_gnuplot_script(g, path, data, title, time.label);
   status = pclose(g);
   unlink(data);
 
@@ -335,9 +342,9 @@ static int write_png(const char *path, const fedc_plot_point *points,
 }
 
 int fedc_plot_write(const char *path, const fedc_plot_point *points,
-                    size_t n, const char *title)
+                    size_t n, const char *title, const char *time_name)
 {
   if (has_suffix(path, ".png"))
-    return write_png(path, points, n, title);
-  return fedc_plot_write_svg(path, points, n, title);
+    return write_png(path, points, n, title, time_name);
+  return fedc_plot_write_svg(path, points, n, title, time_name);
 }

@@ -1,4 +1,4 @@
-/* Plots of test accuracy against round and against simulated time.
+/* Plots of test accuracy against round and against time.
  *
  * A path ending in ".png" is drawn by gnuplot (the program must be on
  * PATH); any other path gets an SVG file written directly, with the two
@@ -11,19 +11,20 @@
 
 typedef struct fedc_plot_point {
   uint64_t round;
-  double simulated_seconds;    /* virtual clock at the end of the round */
+  double seconds;              /* time at the end of the round */
   double accuracy;             /* test accuracy, 0..1; NAN points are skipped */
 } fedc_plot_point;
 
 /* Writes the plots of points (in round order) to path, under title.
- * Returns 0, FEDC_EIO when the file cannot be written, FEDC_ENOENT when a
- * PNG was requested and gnuplot cannot be run, or FEDC_ECHILD when gnuplot
- * fails. */
+ * time_name names the time axis, "simulated time" or "real time"; its
+ * unit (seconds to days) is picked from the last point. Returns 0,
+ * FEDC_EIO when the file cannot be written, FEDC_ENOENT when a PNG was
+ * requested and gnuplot cannot be run, or FEDC_ECHILD when gnuplot fails. */
 int fedc_plot_write(const char *path, const fedc_plot_point *points,
-                    size_t n, const char *title);
+                    size_t n, const char *title, const char *time_name);
 
 /* Writes the SVG document to path whatever its extension. */
 int fedc_plot_write_svg(const char *path, const fedc_plot_point *points,
-                        size_t n, const char *title);
+                        size_t n, const char *title, const char *time_name);
 
 #endif

@@ -1,6 +1,7 @@
 #include "report.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,28 +16,46 @@ static void format_number(char *buf, size_t len, int digits, double x)
     snprintf(buf, len, "null");
 }
 
+static const char *boolean(bool value)
+{
+  return value ? "true" : "false";
+}
+
 int fedc_report_write_jsonl(FILE *out, const fedc_sim_record *rec,
                             int deterministic)
 {
-  char accuracy[32], loss[32], seconds[48] = "", simulated[32], clock[32];
+  const fedc_round_metrics *m = &rec->metrics;
+  char test_acc[32], test_loss[32], train_acc[32], train_loss[32];
+  char seconds[48] = "", simulated[32], clock[32];
   int n;
 
-  format_number(accuracy, sizeof(accuracy), 6, rec->test_accuracy);
-  format_number(loss, sizeof(loss), 6, rec->test_loss);
-  format_number(simulated, sizeof(simulated), 3, rec->simulated_seconds);
+  format_number(test_acc, sizeof(test_acc), 6,
+                m->evaluated ? m->test_accuracy : NAN);
+  format_number(test_loss, sizeof(test_loss), 6,
+                m->evaluated ? m->test_loss : NAN);
+  format_number(train_acc, sizeof(train_acc), 6,
+                m->has_train_metrics ? m->train_accuracy : NAN);
+  format_number(train_loss, sizeof(train_loss), 6,
+                m->has_train_metrics ? m->train_loss : NAN);
+  format_number(simulated, sizeof(simulated), 3, m->seconds);
   format_number(clock, sizeof(clock), 3, rec->simulated_clock);
   if (!deterministic)
-    snprintf(seconds, sizeof(seconds), "\"seconds\": %.3f, ", rec->seconds);
+    snprintf(seconds, sizeof(seconds), "\"seconds\": %.3f, ",
+             rec->real_seconds);
 
   n = fprintf(out,
-              "{\"round\": %llu, \"test_accuracy\": %s, \"test_loss\": %s, "
-              "\"clients_sampled\": %u, \"clients_reported\": %u, %s"
+              "{\"round\": %llu, \"aggregated\": %s, "
+              "\"test_accuracy\": %s, \"test_loss\": %s, "
+              "\"train_accuracy\": %s, \"train_loss\": %s, "
+              "\"clients_sampled\": %u, \"clients_reported\": %u, "
+              "\"clients_lost\": %u, %s"
               "\"bytes_sent\": %llu, \"bytes_received\": %llu, "
               "\"simulated_seconds\": %s, \"simulated_clock\": %s}\n",
-              (unsigned long long)rec->round, accuracy, loss,
-              rec->clients_sampled, rec->clients_reported, seconds,
-              (unsigned long long)rec->bytes_sent,
-              (unsigned long long)rec->bytes_received, simulated, clock);
+              (unsigned long long)m->round, boolean(m->aggregated), test_acc,
+              test_loss, train_acc, train_loss, m->clients_sampled,
+              m->clients_reported, m->clients_lost, seconds,
+              (unsigned long long)m->bytes_sent,
+              (unsigned long long)m->bytes_received, simulated, clock);
   if (n < 0 || fflush(out) != 0)
     return FEDC_EIO;
   return 0;
@@ -69,8 +88,9 @@ void fedc_progress_update(fedc_progress *p, const fedc_sim_record *rec,
                           double real_total)
 {
   char bar[128], simulated[32], real[32];
+  const fedc_round_metrics *m = &rec->metrics;
   uint64_t total = p->total_rounds != 0 ? p->total_rounds : 1;
-  int filled = (int)(rec->round * (uint64_t)p->width / total);
+  int filled = (int)(m->round * (uint64_t)p->width / total);
 
   if (p->out == NULL)
     return;
@@ -83,10 +103,10 @@ void fedc_progress_update(fedc_progress *p, const fedc_sim_record *rec,
   fedc_format_duration(rec->simulated_clock, simulated, sizeof(simulated));
   fedc_format_duration(real_total, real, sizeof(real));
   fprintf(p->out, "\r[%s] round %llu/%llu  acc %.4f  %u/%u clients  "
-          "sim %s  real %s ", bar, (unsigned long long)rec->round,
+          "sim %s  real %s ", bar, (unsigned long long)m->round,
           (unsigned long long)p->total_rounds,
-          isfinite(rec->test_accuracy) ? rec->test_accuracy : 0.0,
-          rec->clients_reported, rec->clients_sampled, simulated, real);
+          m->evaluated ? m->test_accuracy : 0.0, m->clients_reported,
+          m->clients_sampled, simulated, real);
   fflush(p->out);
 }
 

@@ -1,33 +1,29 @@
 /* What fedc-sim reports per round: a JSON Lines record and a progress bar.
  *
- * The record has the fields of fedc-server's per-round metrics, in its
- * format (round, test_accuracy, test_loss, clients_sampled,
- * clients_reported, seconds, bytes_sent, bytes_received), plus
- * simulated_seconds, the round's length in simulated time, and
- * simulated_clock, the simulated time at its end. "seconds" is real time,
- * which differs from run to run, so a deterministic record leaves it out;
- * every other field depends only on the inputs, the seed and the options. */
+ * The record has the fields of fedc-server's metrics file, in its order and
+ * format (server/round_log.h), plus simulated_seconds, the round's length
+ * in simulated time, and simulated_clock, the simulated time at its end.
+ * The server's "seconds" is real time, which differs from run to run, so a
+ * deterministic record leaves it out. Every other field depends only on
+ * the inputs, the seed and the options. */
 #ifndef FEDC_SIM_REPORT_H
 #define FEDC_SIM_REPORT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "server/actions.h"
+
 typedef struct fedc_sim_record {
-  uint64_t round;
-  double test_accuracy;        /* on the held-out test set; NAN if not run */
-  double test_loss;
-  uint32_t clients_sampled;    /* the cohort the server sent tasks to */
-  uint32_t clients_reported;   /* updates the server accepted */
-  double seconds;              /* real time the round took */
-  uint64_t bytes_sent;         /* tensor data the server sent */
-  uint64_t bytes_received;     /* tensor data the server accepted */
-  double simulated_seconds;    /* the round's length in simulated time */
+  fedc_round_metrics metrics;  /* the server engine's; in the simulator its
+                                  seconds are simulated */
+  double real_seconds;         /* real time the round took */
   double simulated_clock;      /* simulated time when the round closed */
 } fedc_sim_record;
 
-/* Writes rec as one JSON object and a newline. deterministic leaves out
- * "seconds". Returns 0 or FEDC_EIO. */
+/* Writes rec as one JSON object and a newline and flushes out.
+ * deterministic leaves out "seconds". Returns 0 or FEDC_EIO. */
 int fedc_report_write_jsonl(FILE *out, const fedc_sim_record *rec,
                             int deterministic);
 

@@ -331,7 +331,6 @@ int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks)
 
   sim->hooks = hooks;
   sim->real_start = fedc_sim_real_now();
-  sim->real_last_round = sim->real_start;
   schedule_clients(sim);
 
   while (!sim->done && sim->err == 0 &&

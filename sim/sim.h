@@ -51,7 +51,9 @@ typedef struct fedc_sim_round {
                                     simulated, from the virtual clock */
   double clock;                  /* virtual time at the round's end */
   double real_seconds;           /* real time since the previous round ended
-                                    (or the run started) */
+                                    (or the server engine started) */
+  double real_wait_seconds;      /* of which the event loop spent blocked on
+                                    training and evaluation results */
 } fedc_sim_round;
 
 /* Observers for the caller; any may be NULL. */
@@ -77,6 +79,12 @@ typedef struct fedc_sim_stats {
   uint64_t engines_rebuilt;      /* parked client engines rebuilt */
   size_t max_live_engines;       /* client engines alive at once, at most */
   double real_seconds;           /* the whole run */
+  double real_startup_seconds;   /* until the server engine started, the
+                                    first connections included */
+  double real_round_seconds;     /* from the server's start to the last
+                                    round's end: the rounds' real time */
+  double real_round_wait_seconds;  /* of which the event loop was blocked
+                                      on training and evaluation */
   double real_wait_seconds;      /* the event loop blocked on training
                                     or evaluation results */
   double real_train_seconds;     /* summed over the threads that trained */
@@ -108,6 +116,9 @@ void fedc_sim_free(fedc_sim **sim);
 int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks);
 
 const fedc_sim_stats *fedc_sim_get_stats(const fedc_sim *sim);
+
+/* Returns a monotonic real time in seconds. */
+double fedc_sim_real_now(void);
 
 /* Returns the virtual time in seconds. */
 double fedc_sim_clock(const fedc_sim *sim);

@@ -93,13 +93,11 @@ struct fedc_sim {
   const fedc_sim_hooks *hooks;
   double real_start;
   double real_last_round;
+  double wait_last_round;     /* stats.real_wait_seconds then */
   bool done;
   int err;                    /* first fatal error; stops the loop */
   fedc_sim_stats stats;
 };
-
-/* Returns a monotonic real time in seconds. */
-double fedc_sim_real_now(void);
 
 /* Returns the virtual time in the engines' milliseconds. */
 uint64_t fedc_sim_now_ms(const fedc_sim *sim);

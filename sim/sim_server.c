@@ -15,10 +15,14 @@ static void report_round(fedc_sim *sim, const fedc_round_metrics *m)
     .metrics = *m,
     .clock = fedc_eventq_now(&sim->events),
     .real_seconds = real_now - sim->real_last_round,
+    .real_wait_seconds = sim->stats.real_wait_seconds - sim->wait_last_round,
   };
 
   sim->real_last_round = real_now;
+  sim->wait_last_round = sim->stats.real_wait_seconds;
   sim->stats.rounds++;
+  sim->stats.real_round_seconds += round.real_seconds;
+  sim->stats.real_round_wait_seconds += round.real_wait_seconds;
   if (sim->hooks != NULL && sim->hooks->round_finished != NULL)
     sim->hooks->round_finished(sim->hooks->user, &round);
 }
@@ -117,6 +121,10 @@ static void finish_call(fedc_sim *sim, int rc, fedc_server_actions *acts,
 void fedc_sim_server_start(fedc_sim *sim)
 {
   fedc_server_actions acts;
+
+  sim->real_last_round = fedc_sim_real_now();
+  sim->wait_last_round = sim->stats.real_wait_seconds;
+  sim->stats.real_startup_seconds = sim->real_last_round - sim->real_start;
 
   fedc_server_actions_init(&acts);
   finish_call(sim, fedc_server_engine_start(sim->server, fedc_sim_now_ms(sim),

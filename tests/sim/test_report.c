@@ -25,22 +25,29 @@ static char *record_text(const fedc_sim_record *rec, int deterministic)
 START_TEST(report_jsonl_fields)
 {
   fedc_sim_record rec = {
-    .round = 12, .test_accuracy = 0.8125, .test_loss = 0.5,
-    .clients_sampled = 10, .clients_reported = 9, .seconds = 1.25,
-    .bytes_sent = 1000, .bytes_received = 900, .simulated_seconds = 60.25,
-    .simulated_clock = 3600.5,
+    .metrics = {
+      .round = 12, .aggregated = true, .evaluated = true,
+      .test_accuracy = 0.8125, .test_loss = 0.5, .has_train_metrics = true,
+      .train_accuracy = 0.75, .train_loss = 0.625, .clients_sampled = 10,
+      .clients_reported = 9, .clients_lost = 1, .seconds = 60.25,
+      .bytes_sent = 1000, .bytes_received = 900,
+    },
+    .real_seconds = 1.25, .simulated_clock = 3600.5,
   };
   char *full = record_text(&rec, 0);
   char *fixed = record_text(&rec, 1);
 
   ck_assert_str_eq(full,
-                   "{\"round\": 12, \"test_accuracy\": 0.812500, "
-                   "\"test_loss\": 0.500000, \"clients_sampled\": 10, "
-                   "\"clients_reported\": 9, \"seconds\": 1.250, "
+                   "{\"round\": 12, \"aggregated\": true, "
+                   "\"test_accuracy\": 0.812500, \"test_loss\": 0.500000, "
+                   "\"train_accuracy\": 0.750000, \"train_loss\": 0.625000, "
+                   "\"clients_sampled\": 10, \"clients_reported\": 9, "
+                   "\"clients_lost\": 1, \"seconds\": 1.250, "
                    "\"bytes_sent\": 1000, \"bytes_received\": 900, "
                    "\"simulated_seconds\": 60.250, "
                    "\"simulated_clock\": 3600.500}\n");
   ck_assert_ptr_null(strstr(fixed, "\"seconds\""));
+  ck_assert_ptr_nonnull(strstr(fixed, "\"clients_lost\": 1, \"bytes_sent\""));
   ck_assert_ptr_nonnull(strstr(fixed, "\"simulated_seconds\": 60.250"));
   free(full);
   free(fixed);
@@ -49,12 +56,14 @@ END_TEST
 
 START_TEST(report_jsonl_unmeasured_is_null)
 {
-  fedc_sim_record rec = { .round = 1, .test_accuracy = NAN,
-                            .test_loss = NAN };
+  fedc_sim_record rec = { .metrics = { .round = 1, .aggregated = false } };
   char *text = record_text(&rec, 1);
 
+  ck_assert_ptr_nonnull(strstr(text, "\"aggregated\": false,"));
   ck_assert_ptr_nonnull(strstr(text, "\"test_accuracy\": null,"));
   ck_assert_ptr_nonnull(strstr(text, "\"test_loss\": null,"));
+  ck_assert_ptr_nonnull(strstr(text, "\"train_accuracy\": null,"));
+  ck_assert_ptr_nonnull(strstr(text, "\"train_loss\": null,"));
   free(text);
 }
 END_TEST
@@ -80,7 +89,7 @@ START_TEST(progress_off_when_not_terminal)
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   fedc_progress p;
-  fedc_sim_record rec = { .round = 1 };
+  fedc_sim_record rec = { .metrics = { .round = 1 } };
 
   fedc_progress_init(&p, f, 10);
   ck_assert_ptr_null(p.out);
@@ -105,11 +114,12 @@ START_TEST(plot_svg_has_both_panels)
   close(fd);
   for (int i = 0; i < 20; i++)
     points[i] = (fedc_plot_point){ .round = (uint64_t)i + 1,
-                                   .simulated_seconds = 600.0 * (i + 1),
+                                   .seconds = 600.0 * (i + 1),
                                    .accuracy = 0.5 + 0.02 * i };
   points[3].accuracy = NAN;
 
-  ck_assert_int_eq(fedc_plot_write(path, points, 20, "a < b & c"), 0);
+  ck_assert_int_eq(fedc_plot_write(path, points, 20, "a < b & c",
+                                   "simulated time"), 0);
   f = fopen(path, "r");
   ck_assert_ptr_nonnull(f);
   len = fread(text, 1, sizeof(text) - 1, f);
@@ -128,10 +138,10 @@ END_TEST
 
 START_TEST(plot_unwritable_path)
 {
-  fedc_plot_point p = { .round = 1, .simulated_seconds = 1, .accuracy = 1 };
+  fedc_plot_point p = { .round = 1, .seconds = 1, .accuracy = 1 };
 
-  ck_assert_int_eq(fedc_plot_write("/nonexistent/dir/plot.svg", &p, 1, "t"),
-                   FEDC_EIO);
+  ck_assert_int_eq(fedc_plot_write("/nonexistent/dir/plot.svg", &p, 1, "t",
+                                   "real time"), FEDC_EIO);
 }
 END_TEST
 
