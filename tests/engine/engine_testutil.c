@@ -129,8 +129,15 @@ void ts_hello(test_server *s, uint64_t peer, const char *client_id)
 void ts_result(test_server *s, uint64_t peer, uint64_t round,
                const float update[TEST_PARAMS], uint64_t examples)
 {
+  ts_result_loss(s, peer, round, update, examples, 0.5);
+}
+
+void ts_result_loss(test_server *s, uint64_t peer, uint64_t round,
+                    const float update[TEST_PARAMS], uint64_t examples,
+                    double loss)
+{
   const fedc_message_metric metrics[] = {
-    { "train_loss", 0.5 }, { "train_accuracy", 0.75 },
+    { "train_loss", loss }, { "train_accuracy", 0.75 },
   };
   fedc_snapshot *snap = test_snapshot(update);
   fedc_message *result = NULL;

@@ -56,6 +56,11 @@ void ts_hello(test_server *s, uint64_t peer, const char *client_id);
 void ts_result(test_server *s, uint64_t peer, uint64_t round,
                const float update[TEST_PARAMS], uint64_t examples);
 
+/* The same with the train_loss metric set to loss. */
+void ts_result_loss(test_server *s, uint64_t peer, uint64_t round,
+                    const float update[TEST_PARAMS], uint64_t examples,
+                    double loss);
+
 /* Queries on the actions of the last event. */
 size_t ts_count(const test_server *s, enum fedc_server_action_kind kind);
 const fedc_server_action *ts_find(const test_server *s,
