@@ -379,6 +379,48 @@ START_TEST(later_task_replaces_current)
 }
 END_TEST
 
+/* A Cancel drops the task being trained or received and keeps the
+ * connection; a Cancel for another round, or while idle, changes nothing. */
+START_TEST(cancel_drops_task)
+{
+  fedc_message *cancel = NULL;
+  test_client t;
+
+  tc_start(&t);
+  tc_connect(&t);
+  tc_task(&t, 4, false);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_TRAINING);
+
+  ck_assert_int_eq(fedc_message_cancel(3, "round closed", &cancel), 0);
+  tc_send(&t, cancel);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_TRAINING);
+
+  ck_assert_int_eq(fedc_message_cancel(4, "round closed", &cancel), 0);
+  tc_send(&t, cancel);
+  ck_assert_uint_eq(t.actions.count, 0);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+
+  /* The cancelled training's result is ignored. */
+  tc_trained(&t, 4, 0, W);
+  ck_assert_uint_eq(t.actions.count, 0);
+
+  /* Idle, or mid-download, a Cancel is harmless or drops the download. */
+  ck_assert_int_eq(fedc_message_cancel(4, NULL, &cancel), 0);
+  tc_send(&t, cancel);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+  tc_task(&t, 5, true);
+  ck_assert_int_eq(fedc_message_cancel(5, NULL, &cancel), 0);
+  tc_send(&t, cancel);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+
+  /* The next task runs as usual. */
+  tc_task(&t, 6, false);
+  tc_trained(&t, 6, 0, W);
+  ck_assert_uint_eq(t.actions.count, 2);
+  tc_stop(&t);
+}
+END_TEST
+
 START_TEST(evaluate_task_round_trip)
 {
   fedc_snapshot *model = test_snapshot(G0);
@@ -432,6 +474,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, bad_server_input_closes);
   tcase_add_test(tc, training_failure_reports_error);
   tcase_add_test(tc, later_task_replaces_current);
+  tcase_add_test(tc, cancel_drops_task);
   tcase_add_test(tc, evaluate_task_round_trip);
   suite_add_tcase(s, tc);
   return s;
