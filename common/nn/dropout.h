@@ -1,5 +1,5 @@
-/* Inverted dropout, PyTorch's nn.Dropout: in training each value is zeroed
- * with probability p and the others scaled by 1 / (1 - p); evaluation
+/* Inverted dropout, PyTorch's nn.Dropout. In training each value is zeroed
+ * with probability p and the others are scaled by 1 / (1 - p). Evaluation
  * passes values through. Masks come from the pass's generator, so a seed
  * reproduces them, but they differ from torch's. */
 #ifndef FEDC_NN_DROPOUT_H

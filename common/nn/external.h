@@ -44,13 +44,15 @@ typedef struct fedc_external_task {
 
 /* Runs one external training of global and stores the trained tensors in
  * updated (closed first), in global's order, and the trainer's metrics in
- * stats. Returns 0 or: FEDC_EINVAL (bad spec or config), FEDC_EIO (a file
- * could not be written or read), FEDC_ECHILD (the command could not start
- * or exited with a failure), FEDC_ETIMEDOUT (killed at the timeout, with
- * its whole process group), FEDC_EFORMAT (malformed update or metrics),
- * FEDC_ETOOBIG (an update file much larger than the model), FEDC_ESHAPE (a
- * tensor missing, extra or of another dtype or shape) or FEDC_ENONFINITE
- * (NaN or Inf in the update). Each failure is logged with its reason. */
+ * stats. Each failure is logged with its reason. Returns 0 or
+ *   FEDC_EINVAL      a bad spec or config,
+ *   FEDC_EIO         an exchange file that could not be written,
+ *   FEDC_ECHILD      a command that could not start or exited with failure,
+ *   FEDC_ETIMEDOUT   a command killed at the timeout (its process group),
+ *   FEDC_EFORMAT     a missing or malformed update or metrics file,
+ *   FEDC_ETOOBIG     an update file much larger than the model,
+ *   FEDC_ESHAPE      a tensor missing, extra, or of another dtype or shape,
+ *   FEDC_ENONFINITE  NaN or Inf in the update. */
 int fedc_external_train(const fedc_external_config *config,
                         const fedc_external_task *task,
                         const fedc_tensor_list *global,

@@ -109,8 +109,8 @@ int fedc_model_set_params(fedc_model *model, const fedc_tensor_list *in);
 int fedc_model_train(fedc_model *model, const fedc_dataset_view *view,
                      const fedc_train_config *config, fedc_train_stats *stats);
 
-/* Computes the mean loss (the spec's loss, softmax cross-entropy unless it
- * says otherwise) and accuracy on view, in eval mode. */
+/* Computes the mean loss and the accuracy on view, in eval mode. The loss
+ * is the one the spec names, softmax cross-entropy by default. */
 int fedc_model_evaluate(fedc_model *model, const fedc_dataset_view *view,
                         fedc_eval_stats *stats);
 
@@ -123,12 +123,12 @@ int fedc_model_evaluate_classes(fedc_model *model,
                                 uint64_t *class_correct,
                                 uint64_t *class_total);
 
-/* Writes a table of the model's layers (name, kind, output shape per
- * example, parameter count), the total parameter count and an estimate of
- * the memory a training step at batch_size takes (parameters, gradients,
- * optimizer state, activations and layer scratch space; allocator overhead
- * not included) into a new malloc'ed string. Returns 0, FEDC_EINVAL for a
- * zero batch size, or FEDC_ENOMEM. */
+/* Writes a description of the model into a new malloc'ed string: a table
+ * of its layers (name, kind, output shape per example, parameter count),
+ * the total parameter count, and an estimate of the memory a training step
+ * at batch_size takes. The estimate covers parameters, gradients,
+ * optimizer state, activations and layer scratch space, but not allocator
+ * overhead. Returns 0, FEDC_EINVAL for a zero batch size, or FEDC_ENOMEM. */
 int fedc_model_describe(const fedc_model *model, uint32_t batch_size,
                         char **out);
 

@@ -3,10 +3,10 @@ the safetensors package.
 
 build_model(spec_text) returns a torch module whose state_dict names,
 shapes and computations match the fedc model built from the same layer
-list, so tensors move between the two unchanged. It takes the layer-list
-form of a spec; a built-in name such as "cnn" must first be expanded by
-fedc (fedc_spec_expand, or the "spec_text" field of an external-trainer
-task). The grammar is documented in common/nn/spec.h.
+list, so tensors move between the two unchanged. It takes only the
+layer-list form of a spec. fedc expands a built-in name such as "cnn" into
+that form (fedc_spec_expand, or the "spec_text" field of an
+external-trainer task). common/nn/spec.h documents the grammar.
 """
 
 import json
@@ -119,7 +119,7 @@ class FedcModel(nn.Module):
         return x
 
     def loss(self, output, labels):
-        """The spec's loss with mean reduction, as fedc computes it."""
+        """Compute the spec's loss with mean reduction, as fedc does."""
         if self.loss_name == "ce":
             return F.cross_entropy(output, labels.long())
         if output.shape[1] == 1:
@@ -186,6 +186,7 @@ def _layer(kind, args, options, shape):
         bias = options.get("bias", "1") == "1"
         return (nn.Linear(shape[-1], int(args[0]), bias=bias),
                 shape[:-1] + [int(args[0])])
+
     if kind == "conv":
         out, k = int(args[0]), int(args[1])
         stride, pad = int(options.get("stride", 1)), int(options.get("pad", 0))
@@ -193,6 +194,7 @@ def _layer(kind, args, options, shape):
                            bias=options.get("bias", "1") == "1")
         return module, [out, _conv_out(shape[1], k, stride, pad),
                         _conv_out(shape[2], k, stride, pad)]
+
     if kind in ("maxpool", "avgpool"):
         k = _pair(args[0])
         stride = _pair(options["stride"]) if "stride" in options else k
@@ -201,18 +203,23 @@ def _layer(kind, args, options, shape):
         return cls(k, stride, pad), [
             shape[0], _conv_out(shape[1], k[0], stride[0], pad),
             _conv_out(shape[2], k[1], stride[1], pad)]
+
     if kind == "batchnorm":
         cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
         return cls(shape[0], eps=float(options.get("eps", 1e-5)),
                    momentum=float(options.get("momentum", 0.1))), shape
+
     if kind == "layernorm":
         dims = int(options.get("dims", 1))
         return nn.LayerNorm(shape[-dims:],
                             eps=float(options.get("eps", 1e-5))), shape
+
     if kind == "dropout":
         return nn.Dropout(float(args[0])), shape
+
     if kind == "flatten":
         return nn.Flatten(), [math.prod(shape)]
+
     if kind in ("embedding", "embeddingbag"):
         vocab, dim = int(args[0]), int(args[1])
         pad = int(options["padding"]) if "padding" in options else None
@@ -220,10 +227,13 @@ def _layer(kind, args, options, shape):
             return FloatIdsEmbedding(vocab, dim, padding_idx=pad), shape + [dim]
         return FloatIdsEmbeddingBag(vocab, dim, mode="mean",
                                     padding_idx=pad), [dim]
+
     activations = {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
                    "tanh": nn.Tanh}
+
     if kind in activations:
         return activations[kind](), shape
+
     if kind == "leaky_relu":
         return nn.LeakyReLU(float(options.get("slope", 0.01))), shape
     raise ValueError("unknown layer %r" % kind)

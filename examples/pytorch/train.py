@@ -48,7 +48,7 @@ def make_optimizer(params, task):
 
 
 def learning_rate(task, step, total):
-    """The schedule of fedc_train_config, for optimizer step `step`."""
+    """Return the learning rate fedc_train_config's schedule gives step."""
     lr = task["learning_rate"]
     if task["lr_schedule"] == "step":
         return lr * task["lr_gamma"] ** (step // task["lr_step_size"])
@@ -72,6 +72,7 @@ def train(model, x, y, task):
     generator = torch.Generator().manual_seed(task["seed"])
     mu = task["proximal_mu"]
     steps = examples = 0
+
     model.train()
     for _ in range(task["local_epochs"]):
         loss_sum, correct, seen = 0.0, 0, 0
@@ -80,6 +81,7 @@ def train(model, x, y, task):
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(task, steps, total)
+
             optimizer.zero_grad()
             out = model(x[idx])
             loss = model.loss(out, y[idx])
@@ -91,6 +93,7 @@ def train(model, x, y, task):
             if task["clip_norm"] > 0:
                 torch.nn.utils.clip_grad_norm_(params, task["clip_norm"])
             optimizer.step()
+
             steps += 1
             examples += len(idx)
             seen += len(idx)

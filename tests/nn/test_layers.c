@@ -45,7 +45,7 @@ static const grad_case grad_cases[] = {
     "shortcut { conv 8 1 stride=2 }", 2, 0, 3e-3, 0 },
   { "input 6; embedding 10 4", 3, 10, 3e-3, 0 },
   /* The padding vector takes part in the output but gets no gradient, as
-   * in torch, so the input holds no padding id here. */
+   * in torch, so this input contains no padding id. */
   { "input 6; embedding 10 4 padding=0", 3, 10, 3e-3, 1 },
   { "input 7; embeddingbag 12 5", 3, 12, 3e-3, 0 },
   { "input 7; embeddingbag 12 5 padding=0; dense 3", 3, 12, 3e-3, 0 },
