@@ -48,12 +48,15 @@ int fedc_round_log_write(fedc_round_log *log, const fedc_round_metrics *m)
               "\"train_accuracy\": %s, \"train_loss\": %s, "
               "\"clients_sampled\": %" PRIu32 ", "
               "\"clients_reported\": %" PRIu32 ", "
-              "\"clients_lost\": %" PRIu32 ", \"seconds\": %.3f, "
+              "\"clients_lost\": %" PRIu32 ", "
+              "\"clients_cancelled\": %" PRIu32 ", "
+              "\"updates_too_stale\": %" PRIu32 ", \"seconds\": %.3f, "
               "\"bytes_sent\": %" PRIu64 ", \"bytes_received\": %" PRIu64
               "}\n",
               m->round, m->aggregated ? "true" : "false", test_acc, test_loss,
               train_acc, train_loss, m->clients_sampled, m->clients_reported,
-              m->clients_lost, m->seconds, m->bytes_sent, m->bytes_received);
+              m->clients_lost, m->clients_cancelled, m->updates_too_stale,
+              m->seconds, m->bytes_sent, m->bytes_received);
   if (n < 0 || fflush(log->file) != 0) {
     fedc_error("server", "failed to write the metrics file: %s",
                strerror(errno));

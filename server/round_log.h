@@ -6,7 +6,9 @@
  * model kept), test_accuracy and test_loss (null when not evaluated),
  * train_loss and train_accuracy (the clients' means weighted by example
  * count, null without reports), clients_sampled, clients_reported,
- * clients_lost, seconds (wall time of the round) and bytes_sent and
+ * clients_lost, clients_cancelled (stragglers told to stop),
+ * updates_too_stale (asynchronous updates discarded), seconds (wall time
+ * of the round) and bytes_sent and
  * bytes_received (tensor data streamed to and from the clients, without
  * message and TLS overhead). */
 #ifndef FEDC_SERVER_ROUND_LOG_H
