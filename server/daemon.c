@@ -104,6 +104,9 @@ static void engine_config(const fedc_server_daemon *d,
   /* The strategy name was checked when the options were parsed. */
   fedc_agg_strategy_parse(o->strategy, &strategy);
   fedc_agg_config_default(&c->agg, strategy);
+  /* Sampling, asynchronous rounds and strategy parameters; their names
+   * were checked with the options too. */
+  fedc_server_options_schedule(o, c);
   c->chunk_bytes = (uint32_t)o->chunk_bytes;
   c->max_frame_bytes = (uint32_t)o->max_frame_bytes;
 }

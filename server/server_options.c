@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "agg/agg.h"
+#include "server/engine.h"
 #include "daemon/cli.h"
+#include "tensor/tensor.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -51,6 +53,74 @@ static const fedc_option option_table[] = {
   OPT(strategy, FEDC_OPT_STRING, "fedavg", "name",
       "Aggregation: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, median, "
       "trimmed_mean, krum or multi_krum."),
+  OPT(server_lr, FEDC_OPT_DOUBLE, "0", "",
+      "Server learning rate that scales the aggregated update; 0 keeps the "
+      "strategy's default (1 for fedavg and the robust ones, 0.1 for "
+      "fedavgm, 0.01 for fedadam, fedyogi and fedadagrad)."),
+  OPT(server_momentum, FEDC_OPT_DOUBLE, "0.9", "", "FedAvgM server momentum, in [0, 1)."),
+  OPT(beta1, FEDC_OPT_DOUBLE, "-1", "",
+      "First-moment decay of fedadam and fedyogi, in [0, 1); -1 keeps the "
+      "strategy's default (0.9, or 0 for fedadagrad)."),
+  OPT(beta2, FEDC_OPT_DOUBLE, "0.99", "",
+      "Second-moment decay of fedadam and fedyogi, in [0, 1)."),
+  OPT(tau, FEDC_OPT_DOUBLE, "0.001", "",
+      "Adaptivity of fedadam, fedyogi and fedadagrad: added to the root of "
+      "the second moment, > 0."),
+  OPT(trim_fraction, FEDC_OPT_DOUBLE, "0.1", "fraction",
+      "trimmed_mean: share of the values cut at each end, in [0, 0.5)."),
+  OPT(krum_byzantine, FEDC_OPT_UINT, "1", "clients",
+      "krum and multi_krum: assumed number of malicious clients f; a round "
+      "needs 2f + 3 results."),
+  OPT(multi_krum_m, FEDC_OPT_UINT, "0", "updates",
+      "multi_krum: updates averaged; 0 means n - f."),
+  OPT(clip_norm, FEDC_OPT_DOUBLE, "0", "",
+      "Norm bounding: each update is scaled down to this L2 norm before "
+      "aggregation; 0 turns it off."),
+  OPT(sampling, FEDC_OPT_STRING, "uniform", "name",
+      "How a synchronous round picks its cohort: uniform (fraction_fit, "
+      "min_fit_clients, max_fit_clients), poisson (each client with "
+      "probability poisson_q) or oort (by loss and speed, with exploration)."),
+  OPT(min_fit_clients, FEDC_OPT_UINT, "1", "clients",
+      "Smallest cohort of a uniform or oort round."),
+  OPT(max_fit_clients, FEDC_OPT_UINT, "0", "clients",
+      "Largest cohort of a uniform or oort round; 0 is no cap."),
+  OPT(poisson_q, FEDC_OPT_DOUBLE, "0.1", "probability",
+      "Poisson sampling: chance that each idle client joins a round, in (0, 1]."),
+  OPT(over_selection, FEDC_OPT_DOUBLE, "1", "factor",
+      "Ask this many times the cohort, close the round once the cohort has "
+      "reported and cancel the rest; 1 turns it off."),
+  OPT(max_concurrency, FEDC_OPT_UINT, "0", "clients",
+      "Most clients training at once, in every mode; 0 is no limit."),
+  OPT(oort_exploration, FEDC_OPT_DOUBLE, "0.9", "fraction",
+      "Oort: share of the cohort taken from clients never heard from; it "
+      "decays by 0.98 a round down to oort_exploration_min."),
+  OPT(oort_exploration_min, FEDC_OPT_DOUBLE, "0.2", "fraction",
+      "Oort: floor of the exploration share."),
+  OPT(oort_alpha, FEDC_OPT_DOUBLE, "2", "",
+      "Oort: exponent of the penalty (T / duration)^alpha on clients slower "
+      "than the preferred round duration T."),
+  OPT(oort_preferred_duration, FEDC_OPT_UINT, "0", "ms",
+      "Oort: preferred round duration T; 0 measures it in the first round."),
+  OPT(oort_pacer_window, FEDC_OPT_UINT, "5", "rounds",
+      "Oort: when the utility of the last window falls below the window "
+      "before, T grows by oort_pacer_step; 0 turns the pacer off."),
+  OPT(oort_pacer_step, FEDC_OPT_UINT, "0", "ms",
+      "Oort: growth of T per pacer step; 0 is a tenth of T."),
+  OPT(rounds_mode, FEDC_OPT_STRING, "sync", "name",
+      "sync (sampled rounds), fedbuff (apply every buffer_size updates) or "
+      "fedasync (apply each update); the asynchronous modes count each "
+      "application as a round."),
+  OPT(buffer_size, FEDC_OPT_UINT, "10", "updates", "FedBuff: updates per application K."),
+  OPT(async_alpha, FEDC_OPT_DOUBLE, "0.5", "",
+      "FedAsync: mixing weight of each update, in (0, 1]."),
+  OPT(staleness, FEDC_OPT_STRING, "polynomial", "name",
+      "Weight of an update t rounds stale: constant (1), polynomial "
+      "((1 + t)^-a) or hinge (1 up to b, then 1 / (a (t - b) + 1))."),
+  OPT(staleness_a, FEDC_OPT_DOUBLE, "0.5", "",
+      "Exponent of the polynomial staleness weight, or slope of the hinge."),
+  OPT(staleness_b, FEDC_OPT_UINT, "4", "rounds", "Hinge: staleness without a penalty."),
+  OPT(max_staleness, FEDC_OPT_UINT, "0", "rounds",
+      "Asynchronous updates staler than this are discarded; 0 is no limit."),
   OPT(test_data, FEDC_OPT_STRING, NULL, "path",
       "Held-out test set (client data file from fedc-data) that the global "
       "model is evaluated on after each round; unset skips evaluation."),
@@ -85,6 +155,86 @@ static int fail(const char *message)
   return FEDC_EINVAL;
 }
 
+int fedc_server_options_schedule(const fedc_server_options *o,
+                                 fedc_server_engine_config *c)
+{
+  enum fedc_agg_strategy strategy = FEDC_AGG_FEDAVG;
+  int rc = fedc_agg_strategy_parse(o->strategy, &strategy);
+
+  if (rc == 0)
+    rc = fedc_sampling_parse(o->sampling, &c->sampling);
+  if (rc == 0)
+    rc = fedc_rounds_mode_parse(o->rounds_mode, &c->mode);
+  if (rc == 0)
+    rc = fedc_staleness_fn_parse(o->staleness, &c->staleness_fn);
+  if (rc < 0)
+    return rc;
+  fedc_agg_config_default(&c->agg, strategy);
+  if (o->server_lr > 0)
+    c->agg.server_lr = o->server_lr;
+  if (o->beta1 >= 0)
+    c->agg.beta1 = o->beta1;
+  c->agg.server_momentum = o->server_momentum;
+  c->agg.beta2 = o->beta2;
+  c->agg.tau = o->tau;
+  c->agg.trim_fraction = o->trim_fraction;
+  c->agg.krum_byzantine = (uint32_t)o->krum_byzantine;
+  c->agg.multi_krum_m = (uint32_t)o->multi_krum_m;
+  c->agg.clip_norm = o->clip_norm;
+
+  c->min_fit_clients = (uint32_t)o->min_fit_clients;
+  c->max_fit_clients = (uint32_t)o->max_fit_clients;
+  c->poisson_q = o->poisson_q;
+  c->over_selection = o->over_selection;
+  c->max_concurrency = (uint32_t)o->max_concurrency;
+  c->oort.exploration = o->oort_exploration;
+  c->oort.exploration_min = o->oort_exploration_min;
+  c->oort.alpha = o->oort_alpha;
+  c->oort.preferred_ms = o->oort_preferred_duration;
+  c->oort.pacer_window = (uint32_t)o->oort_pacer_window;
+  c->oort.pacer_step_ms = o->oort_pacer_step;
+  c->buffer_size = (uint32_t)o->buffer_size;
+  c->async_alpha = o->async_alpha;
+  c->staleness_a = o->staleness_a;
+  c->staleness_b = (uint32_t)o->staleness_b;
+  c->max_staleness = (uint32_t)o->max_staleness;
+  return 0;
+}
+
+/* Checks the sampling, asynchronous and strategy options together, as the
+ * engine and the strategy will. */
+static int check_schedule(const fedc_server_options *o)
+{
+  fedc_server_engine_config c;
+  fedc_tensor_list layout;
+  fedc_agg *agg = NULL;
+  char reason[FEDC_REASON_MAX];
+  const uint64_t shape[1] = { 1 };
+  int rc;
+
+  fedc_server_engine_config_default(&c);
+  if (fedc_server_options_schedule(o, &c) < 0)
+    return fail("invalid sampling, rounds_mode or staleness name; see --help");
+  rc = fedc_server_engine_config_check(&c, reason, sizeof(reason));
+  if (rc < 0) {
+    fprintf(stderr, "fedc-server: %s\n", reason);
+    return rc;
+  }
+
+  /* The strategy checks its own parameters against a one-value model. */
+  fedc_tensor_list_init(&layout);
+  rc = fedc_tensor_list_add(&layout, "x", FEDC_DTYPE_F32, 1, shape, NULL);
+  if (rc == 0)
+    rc = fedc_agg_new(&c.agg, &layout, &agg);
+  fedc_agg_free(&agg);
+  fedc_tensor_list_close(&layout);
+  if (rc < 0)
+    return fail("invalid strategy parameters (server_lr, server_momentum, "
+                "beta1, beta2, tau, trim_fraction, krum_byzantine, "
+                "multi_krum_m, clip_norm); the log line above names the one");
+  return 0;
+}
+
 /* Checks the values that no single option parser can, before any socket
  * or file is opened. */
 static int validate(const fedc_server_options *c)
@@ -112,6 +262,9 @@ static int validate(const fedc_server_options *c)
                 "max_frame_bytes at least chunk_bytes + 1024 and below 4 GiB");
   if (fedc_agg_strategy_parse(c->strategy, &strategy) < 0)
     return fail("unknown strategy; see --help for the list");
+
+  if (check_schedule(c) < 0)
+    return FEDC_EINVAL;
   if (fedc_log_parse_level(c->log_level, &level) < 0)
     return fail("invalid log_level: expected debug, info, warn, error or off");
   return 0;

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "server/engine.h"
 #include "util/config.h"
 
 typedef struct fedc_server_options {
@@ -28,6 +29,38 @@ typedef struct fedc_server_options {
   unsigned long round_timeout;       /* ms */
   char *strategy;
   unsigned long seed;
+
+  /* strategy parameters (common/agg/agg.h) */
+  double server_lr;                  /* 0: the strategy's default */
+  double server_momentum;
+  double beta1;                      /* < 0: the strategy's default */
+  double beta2;
+  double tau;
+  double trim_fraction;
+  unsigned long krum_byzantine;
+  unsigned long multi_krum_m;
+  double clip_norm;
+
+  /* sampling and asynchronous rounds (server/engine.h) */
+  char *sampling;
+  unsigned long min_fit_clients;
+  unsigned long max_fit_clients;
+  double poisson_q;
+  double over_selection;
+  unsigned long max_concurrency;
+  double oort_exploration;
+  double oort_exploration_min;
+  double oort_alpha;
+  unsigned long oort_preferred_duration;   /* ms */
+  unsigned long oort_pacer_window;
+  unsigned long oort_pacer_step;           /* ms */
+  char *rounds_mode;
+  unsigned long buffer_size;
+  double async_alpha;
+  char *staleness;
+  double staleness_a;
+  unsigned long staleness_b;
+  unsigned long max_staleness;
 
   /* the training configuration sent to clients */
   unsigned long local_epochs;
@@ -54,5 +87,12 @@ int fedc_server_options_parse(fedc_server_options *options, int argc,
                               char **argv);
 
 void fedc_server_options_close(fedc_server_options *options);
+
+/* Sets the strategy, its parameters and the sampling and asynchronous
+ * settings of c from the options; the other fields are left alone.
+ * Returns 0, or FEDC_EINVAL for an unknown strategy, sampling, rounds_mode
+ * or staleness name. */
+int fedc_server_options_schedule(const fedc_server_options *options,
+                                 fedc_server_engine_config *c);
 
 #endif
