@@ -94,7 +94,7 @@ static int check_options(const fedc_sim_options *opts,
     return FEDC_EINVAL;
   if (partition->clients >= SIM_NO_SLOT)
     return FEDC_EINVAL;
-  return 0;
+  return fedc_attack_check(&opts->attack);
 }
 
 /* Builds the initial global model from the spec and the seed. */

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attack.h"
 #include "data/dataset.h"
 #include "data/partition.h"
 #include "device.h"
@@ -43,6 +44,7 @@ typedef struct fedc_sim_options {
   double max_simulated_seconds;  /* stop at this virtual time; 0: no limit */
   fedc_server_engine_config server;  /* cohort, rounds, deadline, local
                                         training, aggregation, model spec */
+  fedc_attack attack;            /* poisoning clients; none by default */
 } fedc_sim_options;
 
 /* One finished round as the simulator reports it. */

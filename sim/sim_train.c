@@ -71,6 +71,11 @@ static void run_train(void *arg, unsigned slot)
     status = fedc_model_train(model, &job->view, &job->config, &job->stats);
   if (status == 0)
     status = fedc_model_get_params(model, &job->weights);
+  if (status == 0)
+    status = fedc_attack_apply(&job->sim->opts.attack,
+                               fedc_sim_conn_client(job->conn),
+                               fedc_snapshot_tensors(job->global),
+                               &job->weights);
   job->status = status;
   job->real_seconds = fedc_sim_real_now() - start;
 }
