@@ -6,6 +6,7 @@
 
 #include "agg/agg.h"
 #include "data/partition.h"
+#include "server/engine.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -54,6 +55,27 @@ static const fedc_option option_table[] = {
   OPT(evaluate_every, FEDC_OPT_UINT, "1", "rounds",
       "Evaluate the global model on the test set every this many rounds "
       "and after the last; 0 never."),
+  OPT(sampling, FEDC_OPT_STRING, "uniform", "name",
+      "Cohort sampling: uniform, poisson or oort."),
+  OPT(poisson_q, FEDC_OPT_DOUBLE, "0.1", "probability",
+      "Poisson sampling: chance that each idle client is sampled."),
+  OPT(over_selection, FEDC_OPT_DOUBLE, "1", "factor",
+      "Sample this many times the cohort and close once the cohort size "
+      "has reported; 1 is off."),
+  OPT(max_concurrency, FEDC_OPT_UINT, "0", "clients",
+      "Clients training at once, in every mode; 0 is no limit."),
+  OPT(mode, FEDC_OPT_STRING, "sync", "name",
+      "Rounds: sync (sampled cohorts), fedbuff or fedasync."),
+  OPT(buffer_size, FEDC_OPT_UINT, "10", "updates",
+      "FedBuff: updates buffered per model step."),
+  OPT(async_alpha, FEDC_OPT_DOUBLE, "0.5", "",
+      "FedAsync: mixing weight of each update, in (0, 1]."),
+  OPT(staleness, FEDC_OPT_STRING, "polynomial", "name",
+      "Asynchronous staleness weight: constant, polynomial or hinge."),
+  OPT(staleness_a, FEDC_OPT_DOUBLE, "0.5", "",
+      "Polynomial exponent or hinge slope of the staleness weight."),
+  OPT(max_staleness, FEDC_OPT_UINT, "0", "versions",
+      "Asynchronous updates staler than this are discarded; 0 is no limit."),
   OPT(strategy, FEDC_OPT_STRING, "fedavg", "name",
       "Aggregation: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, median, "
       "trimmed_mean, krum or multi_krum."),
@@ -195,6 +217,9 @@ static int validate_devices(const fedc_args *a)
 static int validate(const fedc_args *a)
 {
   enum fedc_partition_scheme scheme;
+  enum fedc_sampling sampling;
+  enum fedc_rounds_mode mode;
+  enum fedc_staleness_fn staleness;
   enum fedc_log_level level;
   int rc = validate_rounds(a);
 
@@ -206,6 +231,11 @@ static int validate(const fedc_args *a)
     return fail("unknown partition; expected iid, dirichlet or shards");
   if (!(a->alpha > 0) || a->shards_per_client == 0)
     return fail("alpha must be > 0 and shards_per_client at least 1");
+  if (fedc_sampling_parse(a->sampling, &sampling) < 0 ||
+      fedc_rounds_mode_parse(a->mode, &mode) < 0 ||
+      fedc_staleness_fn_parse(a->staleness, &staleness) < 0)
+    return fail("unknown sampling, mode or staleness; see --help for the "
+                "names");
   if (strcmp(a->transport, "memory") != 0 && strcmp(a->transport, "tls") != 0)
     return fail("unknown transport; expected memory or tls");
   if (fedc_log_parse_level(a->log_level, &level) < 0)

@@ -27,6 +27,16 @@ typedef struct fedc_args {
   int close_at_quorum;
   unsigned long round_timeout;   /* ms of simulated time */
   unsigned long evaluate_every;
+  char *sampling;
+  double poisson_q;
+  double over_selection;
+  unsigned long max_concurrency;
+  char *mode;
+  unsigned long buffer_size;
+  double async_alpha;
+  char *staleness;
+  double staleness_a;
+  unsigned long max_staleness;
   char *strategy;
   double server_lr;
   double server_momentum;

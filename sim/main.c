@@ -86,6 +86,17 @@ static void fill_server_config(const fedc_args *a,
   s->train.proximal_mu = (float)a->proximal_mu;
   s->train.seed = a->seed;
 
+  s->poisson_q = a->poisson_q;
+  s->over_selection = a->over_selection;
+  s->max_concurrency = (uint32_t)a->max_concurrency;
+  s->buffer_size = (uint32_t)a->buffer_size;
+  s->async_alpha = a->async_alpha;
+  s->staleness_a = a->staleness_a;
+  s->max_staleness = (uint32_t)a->max_staleness;
+  fedc_sampling_parse(a->sampling, &s->sampling);
+  fedc_rounds_mode_parse(a->mode, &s->mode);
+  fedc_staleness_fn_parse(a->staleness, &s->staleness_fn);
+
   fedc_agg_strategy_parse(a->strategy, &s->agg.strategy);
   fedc_agg_config_default(&s->agg, s->agg.strategy);
   if (a->server_lr > 0)
@@ -214,12 +225,18 @@ static int simulate(const fedc_args *a, const fedc_dataset *train,
                     const fedc_device_model *devices)
 {
   fedc_sim_options opts;
+  char reason[256];
   run_output out = { .wall_clock = a->wall_clock, .last_accuracy = NAN };
   fedc_sim_hooks hooks = { .user = &out, .round_finished = on_round };
   fedc_sim *sim = NULL;
   int rc;
 
   fill_sim_options(a, &opts);
+  if (fedc_server_engine_config_check(&opts.server, reason,
+                                      sizeof(reason)) < 0) {
+    fprintf(stderr, "fedc-sim: invalid server settings: %s\n", reason);
+    return FEDC_EINVAL;
+  }
   rc = fedc_sim_new(&opts, train, test->n > 0 ? test : NULL, part, devices,
                     &sim);
   if (rc < 0)
