@@ -168,8 +168,10 @@ static void evaluate_done(uv_work_t *req, int status)
     fedc_error(LOG_COMPONENT, "evaluation failed round=%" PRIu64 ": %s",
                d->eval_round, status < 0 ? uv_strerror(status)
                                          : fedc_strerror(d->eval_status));
-  /* A shutdown while the worker ran has already closed the round. */
-  if (fedc_server_engine_phase(d->engine) == FEDC_SERVER_EVALUATING)
+  /* A shutdown while the worker ran has already closed the round. In the
+   * asynchronous modes training goes on during the evaluation, so the
+   * phase says nothing about it there. */
+  if (fedc_server_engine_phase(d->engine) != FEDC_SERVER_DONE)
     rc = fedc_server_engine_evaluated(d->engine, uv_now(d->loop),
                                       d->eval_round,
                                       ok ? &d->eval_result : NULL,
