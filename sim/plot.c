@@ -28,7 +28,7 @@ typedef struct panel {
   axis xaxis, yaxis;
 } panel;
 
-/* Returns 1, 2 or 5 times a power of ten, so that span holds 4 to 10. */
+/* Returns 1, 2 or 5 times a power of ten, so that span contains 4 to 10 steps. */
 static double nice_step(double span)
 {
   double raw = span / 6.0;

@@ -1,8 +1,7 @@
-/* Plots of test accuracy against round and against time.
+/* Plots of test accuracy against round and against time, side by side.
  *
- * A path ending in ".png" is drawn by gnuplot (the program must be on
- * PATH); any other path gets an SVG file written directly, with the two
- * plots side by side. */
+ * A path ending in ".png" is drawn by gnuplot, which must be on PATH. Any
+ * other path gets an SVG file written directly. */
 #ifndef FEDC_SIM_PLOT_H
 #define FEDC_SIM_PLOT_H
 

@@ -29,10 +29,10 @@
 
 #include "device.h"
 
-/* Adds the classes and client devices of the profile at path to m. Returns
- * 0, FEDC_ENOENT when the file cannot be opened, or FEDC_EINVAL for an
- * unknown section or key, a value that does not parse or is out of range;
- * errmsg then names the line. */
+/* Adds the classes and client devices of the profile at path to m.
+ * Returns 0, FEDC_ENOENT when the file cannot be opened, or FEDC_EINVAL
+ * for an unknown section or key or a value that does not parse or is out
+ * of range. On an error, errmsg names the file and line. */
 int fedc_profile_load(const char *path, fedc_device_model *m, char *errmsg,
                       size_t errlen);
 

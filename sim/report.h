@@ -1,4 +1,5 @@
-/* What fedc-sim reports per round: a JSON Lines record and a progress bar.
+/* The per-round output of fedc-sim: a JSON Lines record and a progress
+ * bar.
  *
  * The record has the fields of fedc-server's metrics file, in its order and
  * format (server/round_log.h), plus simulated_seconds, the round's length

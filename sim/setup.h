@@ -14,7 +14,7 @@
 int fedc_setup_load_data(const fedc_args *args, fedc_dataset *train,
                          fedc_dataset *test);
 
-/* Splits train among args->clients clients as args say, over
+/* Splits train among args->clients clients as args set, over
  * args->data_copies copies of the rows. Returns 0 or a FEDC_E* code after
  * printing the reason to stderr. */
 int fedc_setup_partition(const fedc_args *args, const fedc_dataset *train,

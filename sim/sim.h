@@ -6,7 +6,7 @@
  * (a fedc_partition), and a device (sim/device.h) that sets how long its
  * transfers and its training take, when it is online and how likely it is
  * to drop out mid-round. The virtual clock advances by those modelled
- * times; actual training runs on a worker pool, and its results are
+ * times. Actual training runs on a worker pool, and its results are
  * consumed in virtual-time order, so a run depends on its inputs and seed
  * only, never on thread timing.
  *

@@ -327,8 +327,8 @@ static void close_from_client(fedc_sim *sim, uint32_t client,
     fedc_sim_client_schedule_reconnect(sim, client);
 }
 
-/* The server engine sends no EvaluateTask today; should one come, the
- * client answers that it cannot evaluate rather than hang the round. */
+/* The server engine sends no EvaluateTask today. Should one come, the
+ * client reports a failed evaluation rather than hang the round. */
 static void refuse_evaluation(fedc_sim *sim, uint32_t client,
                               fedc_client_action *a)
 {

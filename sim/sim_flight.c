@@ -1,8 +1,8 @@
 /* Messages on their way between the server engine and a client engine.
  *
- * Each connection has two links, one per direction, modelled as a queue in
- * front of the client's bandwidth: a message starts sending when the
- * previous one on that link has gone, takes its size over the client's
+ * Each connection has two links, one per direction, and each link is a
+ * queue in front of the client's bandwidth. A message starts sending when
+ * the previous one on its link has gone, takes its size divided by the
  * bandwidth, and arrives one latency later. The server's own link is
  * taken to be fast enough never to be the bottleneck. */
 #include <stdlib.h>

@@ -2,9 +2,9 @@
  *
  * A job is submitted when its virtual start comes and waited for when its
  * virtual end comes, so the pool works ahead while the event loop moves
- * on, and the results enter the engines in virtual-time order whatever
- * order the threads finish in. Each pool thread has its own model
- * instance; the global model is shared read-only through its snapshot. */
+ * on. The results enter the engines in virtual-time order, whatever order
+ * the threads finish in. Each pool thread has its own model instance, and
+ * the global model is shared read-only through its snapshot. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

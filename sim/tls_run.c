@@ -1,7 +1,8 @@
-/* fedc-sim --transport tls: the test PKI from deploy/make-certs, one client
- * data file per client from the same partition the in-memory mode uses,
- * one fedc-server and N fedc-client processes on 127.0.0.1, and the
- * server's own per-round metrics followed as it writes them. */
+/* fedc-sim --transport tls. It makes the test PKI with deploy/make-certs
+ * and one client data file per client from the same partition the
+ * in-memory mode uses. Then it starts one fedc-server and N fedc-client
+ * processes on 127.0.0.1 and follows the server's own per-round metrics
+ * as the server writes them. */
 #include "tls_run.h"
 
 #include <errno.h>

@@ -255,7 +255,7 @@ START_TEST(sim_dropout_removes_share_of_cohort)
   ck_assert_uint_eq(sampled, 600);
 
   /* 600 draws at p = 0.25: the standard deviation of the count is 10.6,
-   * so 150 +- 45 holds with probability above 0.9999. */
+   * so the count is within 150 +- 45 with probability above 0.9999. */
   ck_assert_uint_ge(o.dropouts, 105);
   ck_assert_uint_le(o.dropouts, 195);
   free(o.records);
