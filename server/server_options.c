@@ -16,7 +16,8 @@
 
 static const fedc_option option_table[] = {
   OPT(listen, FEDC_OPT_STRING, "0.0.0.0", "address",
-      "Address to accept client connections on (IPv4 or IPv6)."),
+      "IP address to accept client connections on: an IPv4 or IPv6 literal "
+      "such as 0.0.0.0 or ::, not a host name."),
   OPT(port, FEDC_OPT_UINT, "7443", "port",
       "TCP port for client connections; 0 picks a free port and logs it."),
   OPT(cert, FEDC_OPT_STRING, NULL, "path",
@@ -129,8 +130,9 @@ static const fedc_option option_table[] = {
       "at start; unset turns checkpoints off."),
   OPT(metrics, FEDC_OPT_STRING, NULL, "path",
       "JSON Lines file that gets one line of metrics per finished round."),
-  OPT(metrics_listen, FEDC_OPT_STRING, NULL, "host:port",
-      "Address to serve Prometheus metrics on at GET /metrics; unset is off."),
+  OPT(metrics_listen, FEDC_OPT_STRING, NULL, "ip:port",
+      "Address to serve Prometheus metrics on at GET /metrics, such as "
+      "127.0.0.1:9464 or [::1]:9464; unset is off."),
   OPT(max_frame_bytes, FEDC_OPT_UINT, "16777216", "bytes",
       "Largest frame accepted from a client; a larger one drops the client."),
   OPT(chunk_bytes, FEDC_OPT_UINT, "1048576", "bytes",
