@@ -217,11 +217,16 @@ float_lt() {
   awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'
 }
 
-# scrape PORT: prints the server's Prometheus metrics.
+# scrape PORT [PATH]: prints the body the server returns for GET PATH
+# (default /metrics), or "HTTP STATUS" for an error status.
 scrape() {
-  /usr/bin/python3 - "$1" <<'PY'
-import sys, urllib.request
-with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as r:
-    sys.stdout.write(r.read().decode())
+  /usr/bin/python3 - "$1" "${2:-/metrics}" <<'PY'
+import sys, urllib.error, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}"
+try:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        sys.stdout.write(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(f"HTTP {e.code}")
 PY
 }

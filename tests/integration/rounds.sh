@@ -70,6 +70,8 @@ it_check "/metrics has the round gauge" \
   grep -q '^fedc_server_round 0' "$it_dir/scrape.txt"
 it_check "/metrics has the connection counter" \
   grep -q '^fedc_server_connections_total ' "$it_dir/scrape.txt"
+it_check "other paths get 404" \
+  test "$(scrape "$http_port" /other)" = "HTTP 404"
 
 # The example configurations in deploy/ parse: --help runs after the file.
 parses() {
