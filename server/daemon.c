@@ -41,7 +41,7 @@ static int check_checkpoint(const fedc_server_options *o,
   return 0;
 }
 
-/* Fills model with the checkpoint's weights when checkpoint_dir holds one,
+/* Fills model with the checkpoint's weights when checkpoint_dir contains one,
  * and sets *completed to its round; otherwise leaves the fresh model. */
 static int resume(const fedc_server_options *o, fedc_tensor_list *model,
                   fedc_tensor_list *state, uint64_t *completed)

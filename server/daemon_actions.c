@@ -1,4 +1,4 @@
-/* fedc-server's action driver: carries out what the round engine asks for
+/* fedc-server's action driver: carries out the round engine's actions
  * (send, close, timers, evaluation on a worker thread, checkpoints, round
  * metrics) and keeps the Prometheus registry in step. */
 #include <inttypes.h>
@@ -170,7 +170,7 @@ static void evaluate_done(uv_work_t *req, int status)
                                          : fedc_strerror(d->eval_status));
   /* A shutdown while the worker ran has already closed the round. In the
    * asynchronous modes training goes on during the evaluation, so the
-   * phase says nothing about it there. */
+   * phase does not show whether one is running. */
   if (fedc_server_engine_phase(d->engine) != FEDC_SERVER_DONE)
     rc = fedc_server_engine_evaluated(d->engine, uv_now(d->loop),
                                       d->eval_round,

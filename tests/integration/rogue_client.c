@@ -1,5 +1,5 @@
 /* rogue_client: a test-only fedc client that speaks the wire protocol over
- * real mutual TLS and misbehaves on command, so the integration tests can
+ * real mutual TLS and misbehaves on command. With it the integration tests
  * check that fedc-server rejects each kind of bad input, drops only that
  * peer and keeps the round going with the honest clients.
  *
@@ -444,7 +444,7 @@ static int send_truncated(struct session *s)
   if (len > sizeof(buf))
     return -1;
   fedc__envelope__pack(&env, buf);
-  /* The frame header tells the truth about a body that ends mid-field. */
+  /* The frame header gives the true length of a body that ends mid-field. */
   return send_raw_frame(s, (uint32_t)(len - 1), buf, len - 1);
 }
 
@@ -564,7 +564,7 @@ static int run_session(struct session *s)
     rc = on_message(s, env);
     fedc__envelope__free_unpacked(env, NULL);
     /* A send that fails after the misbehaviour usually means the server
-     * has already closed the connection; the next read tells. */
+     * has already closed the connection, which the next read shows. */
     if (rc < 0 && s->misbehaved)
       continue;
     if (rc != 0)

@@ -62,7 +62,7 @@ it_check "checkpoint names the model" \
 it_check "server logged the Prometheus port" test -n "$http_port"
 
 # A second server serves /metrics while it waits for clients, reloads its
-# certificates on SIGHUP and says Goodbye on SIGTERM.
+# certificates on SIGHUP and sends Goodbye on SIGTERM.
 start_server idle --rounds 1 --min-clients 2 --metrics-listen 127.0.0.1:0
 http_port=$(metrics_port "$it_dir/idle.log")
 scrape "$http_port" >"$it_dir/scrape.txt" 2>&1
