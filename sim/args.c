@@ -120,6 +120,9 @@ static const fedc_option option_table[] = {
   OPT(latency, FEDC_OPT_DOUBLE, "50", "ms", "One-way network latency."),
   OPT(reconnect_delay, FEDC_OPT_DOUBLE, "60", "s",
       "Delay before a client that dropped out connects again."),
+  OPT(connect_window, FEDC_OPT_DOUBLE, "1", "s",
+      "Clients first connect at times spread uniformly over this window; "
+      "the first round starts after it."),
   OPT(max_time, FEDC_OPT_DOUBLE, "0", "s",
       "Stop at this simulated time; 0 is no limit."),
   OPT(chunk_bytes, FEDC_OPT_UINT, "1048576", "bytes",
@@ -208,9 +211,9 @@ static int validate_devices(const fedc_args *a)
     return fail("dropout and availability_online must be in [0, 1] and "
                 "availability_period >= 0");
   if (!(a->reference_flops > 0) || a->latency < 0 ||
-      !(a->reconnect_delay > 0) || a->max_time < 0)
-    return fail("reference_flops and reconnect_delay must be > 0, latency "
-                "and max_time >= 0");
+      !(a->reconnect_delay > 0) || a->max_time < 0 || a->connect_window < 0)
+    return fail("reference_flops and reconnect_delay must be > 0, latency, "
+                "connect_window and max_time >= 0");
   return 0;
 }
 

@@ -64,6 +64,7 @@ typedef struct fedc_args {
   double reference_flops;
   double latency;                /* ms */
   double reconnect_delay;        /* s */
+  double connect_window;         /* s */
   double max_time;               /* s of simulated time */
   unsigned long chunk_bytes;
 

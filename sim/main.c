@@ -114,6 +114,7 @@ static void fill_sim_options(const fedc_args *a, fedc_sim_options *o)
   o->reference_flops = a->reference_flops;
   o->latency_seconds = a->latency / 1000.0;
   o->reconnect_seconds = a->reconnect_delay;
+  o->connect_window_seconds = a->connect_window;
   o->max_simulated_seconds = a->max_time;
   fill_server_config(a, &o->server);
 }
