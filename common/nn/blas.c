@@ -54,8 +54,12 @@ void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
   assert(lda >= (trans_a ? m : k));
   assert(ldb >= (trans_b ? k : n));
   assert(ldc >= n);
-  assert(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX);
-  assert(lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX);
+  assert(m <= INT_MAX);
+  assert(n <= INT_MAX);
+  assert(k <= INT_MAX);
+  assert(lda <= INT_MAX);
+  assert(ldb <= INT_MAX);
+  assert(ldc <= INT_MAX);
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
               alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);

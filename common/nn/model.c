@@ -67,6 +67,28 @@ static void collect_layer(fedc_layer *layer, void *opaque)
   }
 }
 
+/* Rejects two tensors with one name, such as two layers named "fc". */
+static int check_unique_names(const fedc_model *m)
+{
+  size_t total = m->num_params + m->num_buffers;
+
+  for (size_t i = 0; i < total; i++) {
+    const fedc_param *a = i < m->num_params ? m->params[i]
+                                            : m->buffers[i - m->num_params];
+
+    for (size_t j = 0; j < i; j++) {
+      const fedc_param *b = j < m->num_params ? m->params[j]
+                                              : m->buffers[j - m->num_params];
+
+      if (strcmp(a->name, b->name) == 0) {
+        fedc_warn("nn", "invalid model spec: two tensors named %s", a->name);
+        return FEDC_EINVAL;
+      }
+    }
+  }
+  return 0;
+}
+
 /* Points every parameter into the flat arrays. */
 static int bind_params(fedc_model *m)
 {
@@ -74,6 +96,8 @@ static int bind_params(fedc_model *m)
   size_t off = 0;
 
   fedc_net_visit(m->net, collect_layer, &ctx);
+  if (ctx.rc == 0)
+    ctx.rc = check_unique_names(m);
   if (ctx.rc != 0)
     return ctx.rc;
   m->values = calloc(m->total + 1, sizeof(float));

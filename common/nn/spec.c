@@ -174,13 +174,14 @@ static int parse_float(const char *text, float *out)
 }
 
 /* Reads positional argument i as a positive integer. */
-static int arg_u32(const stmt *s, size_t i, const char *what, uint32_t *out)
+static int arg_u32(const stmt *s, size_t i, const char *meaning,
+                   uint32_t *out)
 {
   if (i >= s->num_pos)
-    return spec_error("%s: missing %s", s->kind, what);
+    return spec_error("%s: missing %s", s->kind, meaning);
   if (parse_u32(s->pos[i], out) != 0 || *out == 0)
     return spec_error("%s: %s \"%s\" is not a positive integer", s->kind,
-                      what, s->pos[i]);
+                      meaning, s->pos[i]);
   return 0;
 }
 
@@ -547,17 +548,20 @@ static int add_layer(parser *p, stmt *s, const char *prefix, size_t index,
                      fedc_net *net, int depth)
 {
   char name[FEDC_LAYER_NAME_MAX];
-  const char *given = opt_text(s, "name");
+  const char *custom_name = opt_text(s, "name");
   fedc_layer *layer = NULL;
   int n, rc;
 
-  n = given != NULL ? snprintf(name, sizeof(name), "%s%s", prefix, given)
-                    : snprintf(name, sizeof(name), "%s%zu", prefix, index);
+  if (custom_name != NULL)
+    n = snprintf(name, sizeof(name), "%s%s", prefix, custom_name);
+  else
+    n = snprintf(name, sizeof(name), "%s%zu", prefix, index);
   if (n < 0 || (size_t)n >= sizeof(name) - 16)
     return spec_error("%s: layer name too long", s->kind);
-  if (given != NULL && (given[0] == '\0' || strchr(given, '.') != NULL))
+  if (custom_name != NULL &&
+      (custom_name[0] == '\0' || strchr(custom_name, '.') != NULL))
     return spec_error("%s: name=\"%s\" must be non-empty without dots",
-                      s->kind, given);
+                      s->kind, custom_name);
   if (strcmp(s->kind, "residual") == 0)
     return add_residual(p, s, name, net, depth);
   for (size_t i = 0; i < sizeof(builders) / sizeof(builders[0]); i++) {

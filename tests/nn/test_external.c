@@ -117,9 +117,9 @@ START_TEST(external_reordered_update_accepted)
 }
 END_TEST
 
-/* Copies global into out with one change: 0 wrong shape, 1 missing
+/* Copies global into out with one defect: 0 wrong shape, 1 missing
  * tensor, 2 extra tensor, 3 NaN, 4 another dtype. */
-static void bad_update(fedc_tensor_list *out, int how)
+static void bad_update(fedc_tensor_list *out, int defect)
 {
   fedc_tensor_list_init(out);
   for (size_t t = 0; t < global.count; t++) {
@@ -128,19 +128,19 @@ static void bad_update(fedc_tensor_list *out, int how)
     enum fedc_dtype dtype = s->dtype;
 
     memcpy(shape, s->shape, sizeof(shape));
-    if (t == 1 && how == 0)
+    if (t == 1 && defect == 0)
       shape[0]++;
-    if (t == 1 && how == 1)
+    if (t == 1 && defect == 1)
       continue;
-    if (t == 1 && how == 4)
+    if (t == 1 && defect == 4)
       dtype = FEDC_DTYPE_F64;
     ck_assert_int_eq(fedc_tensor_list_add(out, s->name, dtype, s->ndim, shape,
                                           NULL), 0);
   }
-  if (how == 2)
+  if (defect == 2)
     ck_assert_int_eq(fedc_tensor_list_add(out, "fc9.bias", FEDC_DTYPE_F32, 1,
                                           (uint64_t[]){ 2 }, NULL), 0);
-  if (how == 3)
+  if (defect == 3)
     ((float *)out->items[0].data)[3] = NAN;
 }
 

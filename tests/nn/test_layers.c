@@ -143,6 +143,7 @@ START_TEST(spec_rejects_bad_layers)
     "input 8; residual { residual { residual { residual { residual "
     "{ dense 8 } } } } }",
     "input 8; dense 4 name=a.b",
+    "input 8; dense 8 name=fc; relu; dense 8 name=fc",
     "rescnn:1:2:2:10",
     "textbag:10:5:4",
   };

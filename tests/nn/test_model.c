@@ -605,6 +605,37 @@ START_TEST(training_learns_synthetic_task)
 }
 END_TEST
 
+START_TEST(evaluation_counts_per_class)
+{
+  fedc_dataset ds;
+  fedc_dataset_view view;
+  fedc_eval_stats stats;
+  fedc_model *m;
+  uint64_t correct[4], total[4], sum_correct = 0, sum_total = 0;
+
+  make_dataset(&ds, 500, 20, 4, 6);
+  view = all_rows(&ds);
+  ck_assert_int_eq(fedc_model_new("mlp:20:16:4", 3, &m), 0);
+  ck_assert_int_eq(fedc_model_evaluate_classes(m, &view, &stats, 4, correct,
+                                               total), 0);
+  for (int c = 0; c < 4; c++) {
+    uint64_t expect = 0;
+
+    for (uint64_t i = 0; i < ds.n; i++)
+      expect += ds.y[i] == c;
+    ck_assert_uint_eq(total[c], expect);
+    ck_assert_uint_le(correct[c], total[c]);
+    sum_correct += correct[c];
+    sum_total += total[c];
+  }
+  ck_assert_uint_eq(sum_total, 500);
+  ck_assert_double_eq_tol(stats.accuracy, (double)sum_correct / 500.0, 1e-12);
+  ck_assert_uint_eq(stats.examples, 500);
+  fedc_model_free(&m);
+  free_dataset(&ds);
+}
+END_TEST
+
 START_TEST(training_openblas_matches_reference)
 {
   fedc_dataset ds;
@@ -764,6 +795,7 @@ static Suite *model_suite(void)
   tcase_add_loop_test(tc, params_set_rejects_bad_list_unchanged, 0, 6);
   tcase_add_test(tc, training_is_deterministic_under_seed);
   tcase_add_test(tc, training_learns_synthetic_task);
+  tcase_add_test(tc, evaluation_counts_per_class);
   tcase_add_test(tc, training_openblas_matches_reference);
   tcase_add_test(tc, training_stops_at_max_steps);
   tcase_add_test(tc, proximal_term_keeps_weights_near_start);

@@ -115,9 +115,9 @@ static const train_case train_cases[] = {
 static char work_dir[] = "/tmp/fedc-torch-XXXXXX";
 static const char *trainer_script;   /* examples/pytorch/train.py */
 
-static void fatal(const char *what, int rc)
+static void fatal(const char *step, int rc)
 {
-  fprintf(stderr, "test_torch: %s failed: %s\n", what, fedc_strerror(rc));
+  fprintf(stderr, "test_torch: %s failed: %s\n", step, fedc_strerror(rc));
   exit(EXIT_FAILURE);
 }
 
