@@ -491,6 +491,26 @@ out:
   return rc;
 }
 
+/* Returns the batch's correct predictions and adds them, and the examples,
+ * to the per-class counts of labels below num_classes. */
+static uint64_t count_correct(const batch *b, uint32_t count,
+                              uint32_t num_classes, uint64_t *class_correct,
+                              uint64_t *class_total)
+{
+  uint64_t correct = 0;
+
+  for (uint32_t i = 0; i < count; i++) {
+    int32_t label = b->y[i];
+
+    correct += b->pred[i] == label;
+    if (label >= 0 && (uint32_t)label < num_classes) {
+      class_total[label]++;
+      class_correct[label] += b->pred[i] == label;
+    }
+  }
+  return correct;
+}
+
 int fedc_model_evaluate_classes(fedc_model *model,
                                 const fedc_dataset_view *view,
                                 fedc_eval_stats *stats, uint32_t num_classes,
@@ -521,15 +541,9 @@ int fedc_model_evaluate_classes(fedc_model *model,
     if (rc == 0)
       rc = fedc_loss_compute(model->loss, y, model->output_dim, b.y, count,
                              NULL, &loss, b.pred);
-    for (uint32_t i = 0; rc == 0 && i < count; i++) {
-      int32_t label = b.y[i];
-
-      correct += b.pred[i] == label;
-      if (label >= 0 && (uint32_t)label < num_classes) {
-        class_total[label]++;
-        class_correct[label] += b.pred[i] == label;
-      }
-    }
+    if (rc == 0)
+      correct += count_correct(&b, count, num_classes, class_correct,
+                               class_total);
   }
   if (rc == 0) {
     stats->loss = loss / (double)view->n;
