@@ -3,7 +3,7 @@
  * Clients get a task whenever they are idle, up to max_concurrency at once.
  * The open round is a buffer: each complete update is scaled by its
  * staleness weight (and FedAsync's alpha) and folded into the aggregate,
- * and once it holds buffer_size updates (1 for FedAsync) the aggregate is
+ * and once it contains buffer_size updates (1 for FedAsync) the aggregate is
  * applied and the round closes. Staleness is the number of rounds closed
  * since the client's task was sent.
  *

@@ -1,5 +1,6 @@
-/* The server engine's events: peers, handshakes and messages. The round
- * lifecycle is in round.c. */
+/* The server engine's configuration and events: peers, handshakes and
+ * messages. The round lifecycle is in round.c, sampling in sampler.c and
+ * the asynchronous modes in async.c. */
 #include "server/engine.h"
 
 #include <math.h>

@@ -1,5 +1,6 @@
 /* Internals shared by the server engine's files: engine.c handles peers
- * and messages, round.c the round lifecycle. Not for drivers. */
+ * and messages, round.c the synchronous round lifecycle, sampler.c the
+ * cohort sampling, async.c the asynchronous modes. Not for drivers. */
 #ifndef FEDC_SERVER_ENGINE_IMPL_H
 #define FEDC_SERVER_ENGINE_IMPL_H
 
@@ -47,7 +48,6 @@ typedef struct fedc_async_state {
   size_t head, count, capacity;
   uint64_t timer;            /* id of the timer for the queue's head; 0
                                 when none is pending */
-  uint64_t timer_due_ms;
 
   /* At most one EVALUATE is outstanding, because the daemon runs one at a
    * time. Rounds that finish meanwhile wait here, in order, for theirs to
@@ -158,7 +158,8 @@ uint32_t fedc_sampler_quorum(const fedc_server_engine_config *c,
 void fedc_sampler_observe(fedc_server_engine *e, fedc_peer *peer,
                           uint64_t now_ms);
 
-/* Records a straggler's elapsed time when its task is cancelled or lost. */
+/* Records the elapsed time of a task being cancelled as the client's
+ * duration when it is longer than the last one measured. */
 void fedc_sampler_straggled(fedc_server_engine *e, fedc_peer *peer,
                             uint64_t now_ms);
 

@@ -1,5 +1,6 @@
-/* The round lifecycle of the server engine: start and sample, close,
- * aggregate or abandon, evaluate, checkpoint and report. */
+/* The synchronous round lifecycle of the server engine: start and sample,
+ * close and cancel the stragglers, aggregate or abandon, evaluate,
+ * checkpoint and report, and the task bookkeeping both modes share. */
 #include <assert.h>
 #include <math.h>
 #include <stdarg.h>

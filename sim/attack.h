@@ -37,9 +37,9 @@ int fedc_attack_check(const fedc_attack *attack);
 bool fedc_attack_client(const fedc_attack *attack, uint32_t client);
 
 /* Replaces the trained weights of an attacking client by global +
- * factor x (weights - global), factor being scale or -scale; does nothing
- * for other clients. The layouts must match (the trainer keeps the
- * model's). Returns 0 or FEDC_ESHAPE. */
+ * factor x (weights - global), where factor is scale, or -scale for the
+ * sign flip. Other clients' weights are left alone. Returns 0, or
+ * FEDC_ESHAPE when the layouts of global and weights differ. */
 int fedc_attack_apply(const fedc_attack *attack, uint32_t client,
                       const fedc_tensor_list *global,
                       fedc_tensor_list *weights);
