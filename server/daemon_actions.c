@@ -368,6 +368,9 @@ void fedc_server_refresh_metrics(fedc_server_daemon *d)
   set_counter(d, "fedc_server_clients_lost_total", NULL,
               "Sampled clients lost before they reported.",
               (double)s->clients_lost);
+  set_counter(d, "fedc_server_client_errors_total", NULL,
+              "Error messages from clients, such as a failed local training.",
+              (double)s->client_errors);
   set_gauge(d, "fedc_server_clients", "Clients registered by a Hello.",
             (double)s->clients);
   set_gauge(d, "fedc_server_round", "Id of the open or last closed round.",
