@@ -9,6 +9,9 @@
 #include "util/error.h"
 #include "util/log.h"
 
+#define STRINGIFY(x) #x
+#define TO_TEXT(x) STRINGIFY(x)
+
 #define OPT(field, type, def, unit, help) \
   { #field, type, offsetof(fedc_client_options, field), def, unit, help }
 
@@ -26,6 +29,17 @@ static const fedc_option option_table[] = {
       "Local data file (safetensors from fedc-data) to train and evaluate on."),
   OPT(threads, FEDC_OPT_UINT, "1", "threads",
       "OpenBLAS threads for local training; 0 keeps the OpenBLAS default."),
+  OPT(trainer, FEDC_OPT_STRING, "builtin", "name",
+      "builtin trains with fedc's own trainer; exec runs trainer_command instead."),
+  OPT(trainer_command, FEDC_OPT_STRING, NULL, "command",
+      "With trainer = exec: shell command run in work_dir for each training task."),
+  OPT(trainer_timeout, FEDC_OPT_UINT, "600", "s",
+      "With trainer = exec: the command is killed after this; 0 never kills it."),
+  OPT(work_dir, FEDC_OPT_STRING, NULL, "path",
+      "With trainer = exec: folder for the exchange files, created if missing."),
+  OPT(describe_model, FEDC_OPT_STRING, NULL, "spec",
+      "Print this model's layers, parameter count and training memory at "
+      "batch " TO_TEXT(FEDC_CLIENT_DESCRIBE_BATCH) ", then exit."),
   OPT(reconnect_min, FEDC_OPT_UINT, "500", "ms",
       "First reconnect window after a lost connection; each retry doubles it."),
   OPT(reconnect_max, FEDC_OPT_UINT, "30000", "ms",
@@ -50,6 +64,24 @@ static int fail(const char *message)
   return FEDC_EINVAL;
 }
 
+/* The largest trainer_timeout whose milliseconds fit the trainer's uint32. */
+#define TRAINER_TIMEOUT_MAX (UINT32_MAX / 1000)
+
+static int validate_trainer(const fedc_client_options *c)
+{
+  if (strcmp(c->trainer, "builtin") == 0)
+    return 0;
+  if (strcmp(c->trainer, "exec") != 0)
+    return fail("invalid trainer: expected builtin or exec");
+  if (c->trainer_command == NULL || c->trainer_command[0] == '\0')
+    return fail("missing trainer_command: trainer = exec needs the command to run");
+  if (c->work_dir == NULL || c->work_dir[0] == '\0')
+    return fail("missing work_dir: trainer = exec needs a folder for its files");
+  if (c->trainer_timeout > TRAINER_TIMEOUT_MAX)
+    return fail("invalid trainer_timeout: expected 0 to 4294967 seconds");
+  return 0;
+}
+
 static int validate(const fedc_client_options *c)
 {
   enum fedc_log_level level;
@@ -68,7 +100,7 @@ static int validate(const fedc_client_options *c)
     return fail("invalid max_frame_bytes: expected 4096 to 4294967295");
   if (fedc_log_parse_level(c->log_level, &level) < 0)
     return fail("invalid log_level: expected debug, info, warn, error or off");
-  return 0;
+  return validate_trainer(c);
 }
 
 int fedc_client_options_parse(fedc_client_options *options, int argc,
@@ -79,7 +111,7 @@ int fedc_client_options_parse(fedc_client_options *options, int argc,
   memset(options, 0, sizeof(*options));
   rc = fedc_cli_parse("fedc-client", summary, option_table, OPTION_COUNT,
                       options, argc, argv);
-  if (rc == 0)
+  if (rc == 0 && options->describe_model == NULL)
     rc = validate(options);
   if (rc < 0)
     fedc_cli_close("fedc-client", option_table, OPTION_COUNT, options);

@@ -241,7 +241,7 @@ static int create_engine(fedc_client_daemon *d)
   fedc_client_config_default(&config);
   config.hello.client_id = d->options->id;
   config.hello.num_examples = d->data.n;
-  config.hello.trainer = "builtin";
+  config.hello.trainer = d->options->trainer;
   config.hello.platform = "linux";
   config.hello.cpu_cores = uv_available_parallelism();
   config.hello.memory_bytes = uv_get_total_memory();
@@ -283,6 +283,8 @@ static int setup(fedc_client_daemon *d)
   rc = check_identity(d);
   if (rc == 0)
     rc = load_data(d);
+  if (rc == 0)
+    rc = fedc_client_jobs_init(d);
   if (rc == 0)
     rc = create_engine(d);
   if (rc < 0)
@@ -331,6 +333,7 @@ int fedc_client_daemon_run(const fedc_client_options *options)
   fedc_client_actions_close(&d.actions);
   fedc_outbox_close(&d.outbox);
   fedc_tls_ctx_free(&d.tls);
+  fedc_client_jobs_close(&d);
   if (d.has_data)
     fedc_dataset_close(&d.data);
   fedc_info(LOG_COMPONENT, "exiting status=%d", d.exit_status);

@@ -1,7 +1,8 @@
 /* fedc-client's daemon: drives the session engine (client/engine.h) from a
  * libuv loop over a mutual-TLS connection, trains and evaluates on a
- * worker thread with the built-in trainer, and reconnects with
- * exponential backoff and jitter after the connection is lost. */
+ * worker thread with the built-in trainer or an external command
+ * (trainer = exec), and reconnects with exponential backoff and jitter
+ * after the connection is lost. */
 #ifndef FEDC_CLIENT_DAEMON_H
 #define FEDC_CLIENT_DAEMON_H
 

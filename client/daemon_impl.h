@@ -19,6 +19,8 @@
 
 #define LOG_COMPONENT "client"
 
+struct client_job;
+
 typedef struct fedc_client_daemon {
   const fedc_client_options *options;
   uv_loop_t *loop;
@@ -35,6 +37,15 @@ typedef struct fedc_client_daemon {
   uv_signal_t sigterm, sigint;
 
   unsigned jobs;             /* training or evaluation jobs in flight */
+
+  /* trainer = exec. The external trainers share the work folder, so one
+   * runs at a time; the newest task waits and replaces an older waiter. */
+  bool external;
+  char *work_dir;            /* absolute, so the trainer's cwd is no issue */
+  char *data_path;           /* absolute, for the same reason */
+  bool external_running;
+  struct client_job *external_waiting;
+
   bool stopping;             /* Goodbye, a fatal close or a signal */
   int exit_status;
 } fedc_client_daemon;
@@ -44,6 +55,14 @@ typedef struct fedc_client_daemon {
 /* Carries out and clears d->actions; an engine error rc stops the daemon
  * with exit status 1. */
 void fedc_client_daemon_drain(fedc_client_daemon *d, int rc);
+
+/* daemon_jobs.c: sets up trainer = exec (the work folder, absolute paths)
+ * and logs the trainer in use. Returns 0, or a FEDC_E* code after logging
+ * the reason. */
+int fedc_client_jobs_init(fedc_client_daemon *d);
+
+/* Frees what fedc_client_jobs_init() and a waiting job hold. */
+void fedc_client_jobs_close(fedc_client_daemon *d);
 
 /* daemon_jobs.c: each takes the action's snapshot reference, runs the job
  * on the worker pool and reports to the engine when it is done. */

@@ -2,12 +2,21 @@
  *
  * Each job builds its own model from the task's spec, so two jobs never
  * share one: a job whose connection was lost may still be running when
- * the next task arrives. The dataset is shared and only read. */
+ * the next task arrives. The dataset is shared and only read.
+ *
+ * With trainer = exec, training runs the external trainer (nn/external.h)
+ * in the work folder instead, one at a time. Evaluation always uses the
+ * built-in forward pass, because the external-trainer contract has no
+ * evaluation mode. The server's spec is a fedc spec, so it always builds. */
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "client/daemon_impl.h"
+#include "nn/external.h"
 #include "nn/model.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -17,7 +26,7 @@ enum job_kind {
   JOB_EVALUATE,
 };
 
-typedef struct client_job {
+struct client_job {
   uv_work_t req;
   fedc_client_daemon *daemon;
   enum job_kind kind;
@@ -31,7 +40,9 @@ typedef struct client_job {
   fedc_tensor_list weights;  /* after training */
   fedc_client_train_result train;
   fedc_client_eval_result eval;
-} client_job;
+};
+
+typedef struct client_job client_job;
 
 static void job_free(client_job *job)
 {
@@ -69,6 +80,38 @@ static void train_work(uv_work_t *req)
   job->train.accuracy = stats.accuracy;
   job->train.steps = stats.steps;
   fedc_model_free(&model);
+}
+
+/* Runs trainer_command on the job's model. Reads only the daemon's
+ * options, paths and dataset size, which stay fixed while jobs run. */
+static void external_train_work(uv_work_t *req)
+{
+  client_job *job = req->data;
+  const fedc_client_daemon *d = job->daemon;
+  const fedc_client_options *o = d->options;
+  fedc_external_config config = {
+    .command = o->trainer_command,
+    .work_dir = d->work_dir,
+    .timeout_ms = (uint32_t)(o->trainer_timeout * 1000),
+  };
+  fedc_external_task task = {
+    .spec = job->model_spec,
+    .data_path = d->data_path,
+    .round = job->round,
+    .train = &job->config,
+  };
+  fedc_train_stats stats;
+
+  memset(&stats, 0, sizeof(stats));
+  job->status = fedc_external_train(&config, &task,
+                                    fedc_snapshot_tensors(job->model),
+                                    &job->weights, &stats);
+  /* The FedAvg weight is the local data size, as with the built-in
+   * trainer, not the examples the command reports over all epochs. */
+  job->train.num_examples = d->data.n;
+  job->train.loss = stats.loss;
+  job->train.accuracy = stats.accuracy;
+  job->train.steps = stats.steps;
 }
 
 static void evaluate_work(uv_work_t *req)
@@ -123,14 +166,42 @@ static int report_evaluation(fedc_client_daemon *d, client_job *job,
                                       &d->actions);
 }
 
+static void start_job(fedc_client_daemon *d, client_job *job,
+                      uv_work_cb work);
+
+/* Starts the training that waited for the external trainer, unless the
+ * daemon is stopping or the engine has moved past its task (a Cancel or a
+ * lost connection), in which case its result would be dropped anyway. */
+static void start_waiting(fedc_client_daemon *d)
+{
+  client_job *job = d->external_waiting;
+
+  d->external_waiting = NULL;
+  if (job == NULL)
+    return;
+  if (d->stopping ||
+      fedc_client_engine_state(d->engine) != FEDC_CLIENT_TRAINING ||
+      fedc_client_engine_task_round(d->engine) != job->round) {
+    fedc_info(LOG_COMPONENT, "skipping the waiting training round=%" PRIu64
+              ": its task is no longer current", job->round);
+    job_free(job);
+    return;
+  }
+  d->external_running = true;
+  start_job(d, job, external_train_work);
+}
+
 static void job_done(uv_work_t *req, int status)
 {
   client_job *job = req->data;
   fedc_client_daemon *d = job->daemon;
   int result = status < 0 ? FEDC_EIO : job->status;
+  bool external = d->external && job->kind == JOB_TRAIN;
   int rc = 0;
 
   d->jobs--;
+  if (external)
+    d->external_running = false;
   /* After a Goodbye or a signal nobody waits for the result. */
   if (!d->stopping) {
     if (job->kind == JOB_TRAIN)
@@ -140,6 +211,8 @@ static void job_done(uv_work_t *req, int status)
   }
   job_free(job);
   fedc_client_daemon_drain(d, rc);
+  if (external && !d->external_running)
+    start_waiting(d);
 }
 
 static void start_job(fedc_client_daemon *d, client_job *job,
@@ -155,6 +228,27 @@ static void start_job(fedc_client_daemon *d, client_job *job,
     job->status = FEDC_EIO;
     job_done(&job->req, rc);
   }
+}
+
+/* Runs the external trainer now, or makes job wait for the one running.
+ * Only the newest task can still be current, so it replaces a waiter. */
+static void start_external(fedc_client_daemon *d, client_job *job)
+{
+  job->daemon = d;
+  if (!d->external_running) {
+    d->external_running = true;
+    start_job(d, job, external_train_work);
+    return;
+  }
+  if (d->external_waiting != NULL) {
+    fedc_info(LOG_COMPONENT, "dropping the waiting training round=%" PRIu64
+              ": round=%" PRIu64 " replaces it",
+              d->external_waiting->round, job->round);
+    job_free(d->external_waiting);
+  }
+  fedc_info(LOG_COMPONENT, "training round=%" PRIu64 " waits for the "
+            "external trainer of an earlier task", job->round);
+  d->external_waiting = job;
 }
 
 void fedc_client_start_training(fedc_client_daemon *d,
@@ -177,11 +271,15 @@ void fedc_client_start_training(fedc_client_daemon *d,
   job->config = action->train.config;
   memcpy(job->model_spec, action->train.model_spec, sizeof(job->model_spec));
   fedc_tensor_list_init(&job->weights);
-  fedc_info(LOG_COMPONENT, "training round=%" PRIu64 " model=%s epochs=%"
-            PRIu32 " batch_size=%" PRIu32 " learning_rate=%g", job->round,
-            job->model_spec, job->config.local_epochs, job->config.batch_size,
+  fedc_info(LOG_COMPONENT, "training round=%" PRIu64 " model=%s trainer=%s "
+            "epochs=%" PRIu32 " batch_size=%" PRIu32 " learning_rate=%g",
+            job->round, job->model_spec, d->options->trainer,
+            job->config.local_epochs, job->config.batch_size,
             (double)job->config.learning_rate);
-  start_job(d, job, train_work);
+  if (d->external)
+    start_external(d, job);
+  else
+    start_job(d, job, train_work);
 }
 
 void fedc_client_start_evaluation(fedc_client_daemon *d,
@@ -205,4 +303,68 @@ void fedc_client_start_evaluation(fedc_client_daemon *d,
          sizeof(job->model_spec));
   fedc_tensor_list_init(&job->weights);
   start_job(d, job, evaluate_work);
+}
+
+/* --- trainer = exec setup -------------------------------------------------- */
+
+/* Stores the absolute form of the option's path in *out (malloc'ed). */
+static int absolute_path(const char *option, const char *path, char **out)
+{
+  *out = realpath(path, NULL);
+  if (*out == NULL) {
+    fedc_error(LOG_COMPONENT, "cannot resolve %s %s: %s", option, path,
+               strerror(errno));
+    return errno == ENOMEM ? FEDC_ENOMEM : FEDC_EIO;
+  }
+  return 0;
+}
+
+/* Creates the work folder (one level, mode 0700) unless it exists. */
+static int make_work_dir(const char *path)
+{
+  struct stat st;
+
+  if (mkdir(path, 0700) == 0) {
+    fedc_info(LOG_COMPONENT, "created work_dir %s", path);
+    return 0;
+  }
+  if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    return 0;
+  fedc_error(LOG_COMPONENT, "cannot create work_dir %s: %s", path,
+             errno == EEXIST ? "a file of that name exists" : strerror(errno));
+  return FEDC_EIO;
+}
+
+int fedc_client_jobs_init(fedc_client_daemon *d)
+{
+  const fedc_client_options *o = d->options;
+  int rc;
+
+  d->external = strcmp(o->trainer, "exec") == 0;
+  if (!d->external) {
+    fedc_info(LOG_COMPONENT, "trainer=builtin");
+    return 0;
+  }
+  rc = make_work_dir(o->work_dir);
+  if (rc == 0)
+    rc = absolute_path("work_dir", o->work_dir, &d->work_dir);
+  if (rc == 0)
+    rc = absolute_path("data", o->data, &d->data_path);
+  if (rc < 0)
+    return rc;
+  fedc_info(LOG_COMPONENT, "trainer=exec work_dir=%s timeout=%lus "
+            "command=\"%s\"", d->work_dir, o->trainer_timeout,
+            o->trainer_command);
+  return 0;
+}
+
+void fedc_client_jobs_close(fedc_client_daemon *d)
+{
+  if (d->external_waiting != NULL)
+    job_free(d->external_waiting);
+  d->external_waiting = NULL;
+  free(d->work_dir);
+  free(d->data_path);
+  d->work_dir = NULL;
+  d->data_path = NULL;
 }
