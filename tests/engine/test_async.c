@@ -131,6 +131,30 @@ START_TEST(fedbuff_staleness_by_hand)
 }
 END_TEST
 
+/* A robust strategy works over each FedBuff buffer: with K = 3 fresh
+ * updates the median per coordinate of UA, UB and UC is (4, 8, 2, 0, 1,
+ * 1). */
+START_TEST(fedbuff_with_median)
+{
+  const float g1[TEST_PARAMS] = { 5, 10, 5, 4, 1.5f, 1.25f };
+  fedc_server_engine_config c;
+  async_run r;
+
+  async_config(&c, 3, FEDC_ROUNDS_FEDBUFF);
+  c.buffer_size = 3;
+  fedc_agg_config_default(&c.agg, FEDC_AGG_MEDIAN);
+  c.total_rounds = 1;
+  run_start(&r, &c, 3);
+  report(&r, 1, UA, 1);
+  report(&r, 2, UB, 50);
+  ts_assert_model(&r.s, G0);
+  report(&r, 3, UC, 1);
+  ts_assert_model(&r.s, g1);
+  ck_assert_uint_eq(ts_count(&r.s, FEDC_SERVER_ACTION_DONE), 1);
+  test_server_stop(&r.s);
+}
+END_TEST
+
 /* The default staleness weight is 1 / sqrt(1 + t); hinge and constant
  * follow their definitions. */
 START_TEST(staleness_functions)
@@ -394,6 +418,7 @@ static Suite *async_suite(void)
 
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, fedbuff_staleness_by_hand);
+  tcase_add_test(tc, fedbuff_with_median);
   tcase_add_test(tc, staleness_functions);
   tcase_add_test(tc, max_staleness_drops_update);
   tcase_add_loop_test(tc, fedasync_mixing_by_hand, 0, 3);
