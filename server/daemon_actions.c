@@ -371,6 +371,19 @@ void fedc_server_refresh_metrics(fedc_server_daemon *d)
   set_counter(d, "fedc_server_client_errors_total", NULL,
               "Error messages from clients, such as a failed local training.",
               (double)s->client_errors);
+  set_counter(d, "fedc_server_tasks_sent_total", NULL,
+              "FitTasks sent to clients.", (double)s->tasks_sent);
+  set_counter(d, "fedc_server_tasks_cancelled_total", NULL,
+              "Tasks withdrawn by a Cancel: stragglers of a closed round and "
+              "expired asynchronous tasks.", (double)s->tasks_cancelled);
+  set_counter(d, "fedc_server_results_late_total", NULL,
+              "Results of cancelled tasks, discarded.",
+              (double)s->results_late);
+  set_counter(d, "fedc_server_results_too_stale_total", NULL,
+              "Asynchronous updates discarded for exceeding max_staleness.",
+              (double)s->results_too_stale);
+  set_gauge(d, "fedc_server_clients_training", "Clients with a task now.",
+            (double)s->training_now);
   set_gauge(d, "fedc_server_clients", "Clients registered by a Hello.",
             (double)s->clients);
   set_gauge(d, "fedc_server_round", "Id of the open or last closed round.",
