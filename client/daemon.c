@@ -47,6 +47,7 @@ static void stop(fedc_client_daemon *d, int status)
   close_handle((uv_handle_t *)&d->reconnect);
   close_handle((uv_handle_t *)&d->sigterm);
   close_handle((uv_handle_t *)&d->sigint);
+  close_handle((uv_handle_t *)&d->sighup);
   if (d->conn != NULL) {
     fedc_outbox_flush_messages(&d->outbox, d->conn);
     fedc_conn_close(d->conn);
@@ -60,7 +61,6 @@ static void on_open(fedc_conn *conn)
 
   fedc_info(LOG_COMPONENT, "connected server=%s peer=%s",
             fedc_conn_identity(conn), fedc_conn_peer(conn));
-  fedc_backoff_reset(&d->backoff);
   rc = fedc_client_engine_connected(d->engine, uv_now(d->loop), &d->actions);
   fedc_client_daemon_drain(d, rc);
 }
@@ -68,10 +68,17 @@ static void on_open(fedc_conn *conn)
 static void on_frame(fedc_conn *conn, Fedc__Envelope *env)
 {
   fedc_client_daemon *d = fedc_conn_data(conn);
+  enum fedc_client_state before = fedc_client_engine_state(d->engine);
   int rc = fedc_client_engine_received(d->engine, uv_now(d->loop), env,
                                        &d->actions);
 
   fedc_frame_envelope_free(&env);
+  /* The backoff restarts at the Welcome, not at the TLS handshake. With
+   * TLS 1.3 a server rejects the client certificate after the client's
+   * handshake is done, and such a server must see growing retry delays. */
+  if (before == FEDC_CLIENT_HELLO_SENT &&
+      fedc_client_engine_state(d->engine) == FEDC_CLIENT_IDLE)
+    fedc_backoff_reset(&d->backoff);
   fedc_client_daemon_drain(d, rc);
 }
 
@@ -210,27 +217,67 @@ static void on_signal(uv_signal_t *handle, int signum)
   stop(d, 0);
 }
 
-/* Checks that the certificate's subject CN is the configured id, because
- * the server rejects a Hello whose client id differs from it. */
-static int check_identity(const fedc_client_daemon *d)
+/* Checks that the subject CN of tls's certificate is the configured id,
+ * because the server rejects a Hello whose client id differs from it. */
+static int check_identity(const fedc_client_options *o, SSL_CTX *tls)
 {
-  X509 *cert = SSL_CTX_get0_certificate(d->tls);
+  X509 *cert = SSL_CTX_get0_certificate(tls);
   char cn[FEDC_TLS_IDENTITY_SIZE] = "";
 
   if (cert == NULL ||
       X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
                                 cn, sizeof(cn)) <= 0) {
     fedc_error(LOG_COMPONENT, "certificate %s has no subject CN; the CN must "
-               "be the client id %s", d->options->cert, d->options->id);
+               "be the client id %s", o->cert, o->id);
     return FEDC_EINVAL;
   }
-  if (strcmp(cn, d->options->id) != 0) {
+  if (strcmp(cn, o->id) != 0) {
     fedc_error(LOG_COMPONENT, "id %s does not match the CN %s of certificate "
-               "%s; set id to the certificate's CN", d->options->id, cn,
-               d->options->cert);
+               "%s; set id to the certificate's CN", o->id, cn, o->cert);
     return FEDC_EINVAL;
   }
   return 0;
+}
+
+/* Reloads the certificate, key and CA for the next connection, while an
+ * open connection keeps the ones it started with. Files that do not load,
+ * or a certificate whose CN is not the id, leave the previous ones in use. */
+static void on_reload_signal(uv_signal_t *handle, int signum)
+{
+  fedc_client_daemon *d = handle->data;
+  const fedc_client_options *o = d->options;
+  fedc_tls_config files = { o->cert, o->key, o->ca };
+  SSL_CTX *fresh = NULL;
+  int rc = fedc_tls_ctx_new(FEDC_TLS_CLIENT, &files, &fresh);
+
+  if (rc == 0)
+    rc = check_identity(o, fresh);
+  if (rc < 0) {
+    fedc_warn(LOG_COMPONENT, "%s: certificate reload failed, keeping the "
+              "previous certificates: %s", strsignal(signum),
+              fedc_strerror(rc));
+    fedc_tls_ctx_free(&fresh);
+    return;
+  }
+  /* The open connection's SSL holds its own reference to the old one. */
+  fedc_tls_ctx_free(&d->tls);
+  d->tls = fresh;
+  fedc_info(LOG_COMPONENT, "reloaded certificates cert=%s ca=%s for the "
+            "next connection", o->cert, o->ca);
+}
+
+static void start_signals(fedc_client_daemon *d)
+{
+  uv_signal_t *handles[] = { &d->sigterm, &d->sigint, &d->sighup };
+  int signums[] = { SIGTERM, SIGINT, SIGHUP };
+
+  for (size_t i = 0; i < 3; i++) {
+    uv_signal_init(d->loop, handles[i]);
+    handles[i]->data = d;
+    uv_signal_start(handles[i],
+                    signums[i] == SIGHUP ? on_reload_signal : on_signal,
+                    signums[i]);
+  }
 }
 
 static int create_engine(fedc_client_daemon *d)
@@ -280,7 +327,7 @@ static int setup(fedc_client_daemon *d)
                o->cert, o->key, o->ca, fedc_strerror(rc));
     return rc;
   }
-  rc = check_identity(d);
+  rc = check_identity(o, d->tls);
   if (rc == 0)
     rc = load_data(d);
   if (rc == 0)
@@ -296,12 +343,7 @@ static int setup(fedc_client_daemon *d)
                     uv_hrtime() ^ (uint64_t)uv_os_getpid());
   uv_timer_init(d->loop, &d->reconnect);
   d->reconnect.data = d;
-  uv_signal_init(d->loop, &d->sigterm);
-  uv_signal_init(d->loop, &d->sigint);
-  d->sigterm.data = d;
-  d->sigint.data = d;
-  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  start_signals(d);
   fedc_info(LOG_COMPONENT, "starting client=%s server=%s:%lu", o->id,
             o->server, o->port);
   connect_to_server(d);

@@ -9,7 +9,7 @@
 #include "client/client_options.h"
 
 /* Runs the client until the server says Goodbye or a SIGTERM/SIGINT stops
- * it. Returns the process exit status: 0 after Goodbye or a signal, 1 when
+ * it; a SIGHUP reloads the certificates for the next connection. Returns the process exit status: 0 after Goodbye or a signal, 1 when
  * startup failed or the server speaks another protocol version (the reason
  * is logged). */
 int fedc_client_daemon_run(const fedc_client_options *options);

@@ -34,7 +34,7 @@ typedef struct fedc_client_daemon {
 
   fedc_backoff backoff;
   uv_timer_t reconnect;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
 
   unsigned jobs;             /* training or evaluation jobs in flight */
 

@@ -1,7 +1,7 @@
 #!/bin/sh
-# fedc-client's command line without a server: --describe-model for good
-# and bad specs, and the checks on the trainer options that run before the
-# daemon starts.
+# fedc-client without a server: --describe-model for good and bad specs,
+# the checks on the trainer options that run before the daemon starts, and
+# certificate reloads on SIGHUP.
 . "$(dirname "$0")/lib.sh"
 
 it_setup
@@ -78,5 +78,55 @@ it_check "work_dir that is a file exits 1 (status $status)" test "$status" = 1
 it_check "work_dir that is a file is logged" \
   grep -q "cannot create work_dir $it_dir/a-file: a file of that name exists" \
   "$it_dir/file-work-dir.out"
+
+# SIGHUP reloads the TLS files for the next connection, while the client
+# retries a port where nothing listens. A certificate whose CN is not the
+# id keeps the previous files in use.
+mkdir "$it_dir/tls"
+cp "$it_dir/pki/client-0001.pem" "$it_dir/pki/client-0001.key" "$it_dir/tls/"
+set -- --id client-0001 --cert "$it_dir/tls/client-0001.pem" \
+  --key "$it_dir/tls/client-0001.key" --ca "$it_dir/pki/ca.pem" \
+  --data "$it_dir/data/client-0001.safetensors" --server 127.0.0.1 --port 1 \
+  --reconnect-min 100 --reconnect-max 500
+"$FEDC_CLIENT" "$@" >"$it_dir/reload.log" 2>&1 &
+reload_pid=$!
+it_track "$reload_pid"
+wait_for_log "$it_dir/reload.log" 'reconnecting in' 30 ||
+  it_abort "client never tried to connect (see $it_dir/reload.log)"
+kill -HUP "$reload_pid"
+wait_for_log "$it_dir/reload.log" 'reloaded certificates cert=' 10
+it_check "SIGHUP reloads the certificates" test $? = 0
+
+make_certs "$it_dir/pki" 2
+cp "$it_dir/pki/client-0002.pem" "$it_dir/tls/client-0001.pem"
+cp "$it_dir/pki/client-0002.key" "$it_dir/tls/client-0001.key"
+kill -HUP "$reload_pid"
+wait_for_log "$it_dir/reload.log" 'certificate reload failed, keeping' 10
+it_check "SIGHUP keeps the old files for a CN other than the id" test $? = 0
+it_check "the client still runs after both reloads" kill -0 "$reload_pid"
+kill -TERM "$reload_pid"
+wait_exit "$reload_pid" 10
+it_check "client exits 0 on SIGTERM (status $it_status)" test "$it_status" = 0
+
+# A server that rejects the client certificate (another CA) does so after
+# the client's TLS 1.3 handshake is done. The backoff restarts only at a
+# Welcome, so the retry windows keep growing.
+make_certs "$it_dir/other-pki" 1
+start_server server --rounds 1 --min-clients 1
+"$FEDC_CLIENT" --id client-0001 --cert "$it_dir/other-pki/client-0001.pem" \
+  --key "$it_dir/other-pki/client-0001.key" --ca "$it_dir/pki/ca.pem" \
+  --data "$it_dir/data/client-0001.safetensors" --server 127.0.0.1 \
+  --port "$server_port" --reconnect-min 50 --reconnect-max 400 \
+  >"$it_dir/other-ca.log" 2>&1 &
+other_pid=$!
+it_track "$other_pid"
+wait_for_log "$it_dir/other-ca.log" 'reconnecting in [0-9]+ ms attempt=4 ' 30
+it_check "rejected client reaches retry attempt 4" test $? = 0
+it_check "server names the unknown CA" \
+  grep -q 'reason=tls: TLS handshake failed: certificate verify failed' \
+  "$it_dir/server.log"
+kill -TERM "$other_pid" "$server_pid"
+wait_exit "$other_pid" 10
+wait_exit "$server_pid" 10
 
 it_finish
