@@ -122,6 +122,14 @@ static int name_seen_before(const fedc_metrics *reg, size_t index)
   return 0;
 }
 
+static void append_sample(struct text *t, const fedc_metric *m)
+{
+  if (m->labels[0] != '\0')
+    append(t, "%s{%s} %.17g\n", m->name, m->labels, m->value);
+  else
+    append(t, "%s %.17g\n", m->name, m->value);
+}
+
 int fedc_metrics_render(const fedc_metrics *reg, char **out, size_t *len)
 {
   struct text t = { malloc(4096), 0, 4096, 0 };
@@ -129,17 +137,20 @@ int fedc_metrics_render(const fedc_metrics *reg, char **out, size_t *len)
   if (t.buf == NULL)
     return FEDC_ENOMEM;
   t.buf[0] = '\0';
+  /* The text format requires all samples of one metric name in a single
+   * group under its HELP and TYPE lines, but a labelled sample can be
+   * registered long after the first one, so gather each group here. */
   for (size_t i = 0; i < reg->count && !t.failed; i++) {
     const fedc_metric *m = &reg->items[i];
 
-    if (!name_seen_before(reg, i)) {
-      append(&t, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
-             m->kind == FEDC_METRIC_COUNTER ? "counter" : "gauge");
+    if (name_seen_before(reg, i))
+      continue;
+    append(&t, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
+           m->kind == FEDC_METRIC_COUNTER ? "counter" : "gauge");
+    for (size_t j = i; j < reg->count; j++) {
+      if (strcmp(reg->items[j].name, m->name) == 0)
+        append_sample(&t, &reg->items[j]);
     }
-    if (m->labels[0] != '\0')
-      append(&t, "%s{%s} %.17g\n", m->name, m->labels, m->value);
-    else
-      append(&t, "%s %.17g\n", m->name, m->value);
   }
   if (t.failed) {
     free(t.buf);

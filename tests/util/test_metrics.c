@@ -41,6 +41,34 @@ START_TEST(metrics_counts_and_renders)
 }
 END_TEST
 
+START_TEST(metrics_groups_late_labels)
+{
+  fedc_metrics reg;
+  char *text = NULL;
+  size_t len = 0;
+
+  fedc_metrics_init(&reg);
+  fedc_metrics_add(&reg, FEDC_METRIC_COUNTER, "fedc_rejected_total",
+                   "reason=\"shape\"", "Updates rejected.", 1);
+  fedc_metrics_add(&reg, FEDC_METRIC_GAUGE, "fedc_round", NULL,
+                   "Current round.", 2);
+  fedc_metrics_add(&reg, FEDC_METRIC_COUNTER, "fedc_rejected_total",
+                   "reason=\"nan\"", "Updates rejected.", 1);
+
+  ck_assert_int_eq(fedc_metrics_render(&reg, &text, &len), 0);
+  ck_assert_str_eq(text,
+    "# HELP fedc_rejected_total Updates rejected.\n"
+    "# TYPE fedc_rejected_total counter\n"
+    "fedc_rejected_total{reason=\"shape\"} 1\n"
+    "fedc_rejected_total{reason=\"nan\"} 1\n"
+    "# HELP fedc_round Current round.\n"
+    "# TYPE fedc_round gauge\n"
+    "fedc_round 2\n");
+  free(text);
+  fedc_metrics_close(&reg);
+}
+END_TEST
+
 START_TEST(metrics_render_grows_buffer)
 {
   fedc_metrics reg;
@@ -71,6 +99,7 @@ int main(void)
   int failed;
 
   tcase_add_test(tc, metrics_counts_and_renders);
+  tcase_add_test(tc, metrics_groups_late_labels);
   tcase_add_test(tc, metrics_render_grows_buffer);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
