@@ -68,7 +68,7 @@ bench_scale() {
 bench_accuracy() {
   "$sim" --clients 100 --clients-per-round 10 --rounds 200 \
     --partition dirichlet --alpha 0.5 --model mlp:784:200:200:10 \
-    --local-epochs 5 --batch-size 32 --learning-rate 0.05 --seed 1 \
+    --local-epochs 5 --batch-size 10 --learning-rate 0.02 --seed 1 \
     --wall-clock true --metrics "$out/accuracy.jsonl" \
     --plot "$out/accuracy.svg" 2>"$out/accuracy.log"
   line=$(grep '^fedc-sim: done' "$out/accuracy.log")
