@@ -48,34 +48,34 @@ typedef struct partition_args {
   { #name, type, offsetof(partition_args, name), def, unit, help }
 
 static const fedc_option partition_options[] = {
-  OPT(dataset, FEDC_OPT_STRING, NULL, "",
+  OPT(dataset, FEDC_OPT_STRING, NULL, "name",
       "Named data set to read from --data-dir: fashion-mnist."),
-  OPT(data_dir, FEDC_OPT_STRING, "/usr/share/datasets/fashion-mnist", "",
+  OPT(data_dir, FEDC_OPT_STRING, "/usr/share/datasets/fashion-mnist", "path",
       "Folder with the train-* and t10k-* IDX files of --dataset."),
-  OPT(images, FEDC_OPT_STRING, NULL, "",
+  OPT(images, FEDC_OPT_STRING, NULL, "path",
       "IDX image file (plain or gzipped) to split, with --labels."),
-  OPT(labels, FEDC_OPT_STRING, NULL, "", "IDX label file for --images."),
-  OPT(test_images, FEDC_OPT_STRING, NULL, "",
+  OPT(labels, FEDC_OPT_STRING, NULL, "path", "IDX label file for --images."),
+  OPT(test_images, FEDC_OPT_STRING, NULL, "path",
       "IDX image file of the test split, written to test.safetensors."),
-  OPT(test_labels, FEDC_OPT_STRING, NULL, "",
+  OPT(test_labels, FEDC_OPT_STRING, NULL, "path",
       "IDX label file for --test-images."),
-  OPT(csv, FEDC_OPT_STRING, NULL, "",
+  OPT(csv, FEDC_OPT_STRING, NULL, "path",
       "CSV file of numbers to split; a non-numeric first line is a header."),
-  OPT(test_csv, FEDC_OPT_STRING, NULL, "",
+  OPT(test_csv, FEDC_OPT_STRING, NULL, "path",
       "CSV file of the test split, written to test.safetensors."),
-  OPT(label_column, FEDC_OPT_INT, "-1", "",
+  OPT(label_column, FEDC_OPT_INT, "-1", "column index",
       "CSV column of the label, from 0; negative counts from the end."),
-  OPT(clients, FEDC_OPT_UINT, "10", "", "Number of client files."),
-  OPT(scheme, FEDC_OPT_STRING, "iid", "",
+  OPT(clients, FEDC_OPT_UINT, "10", "files", "Number of client files."),
+  OPT(scheme, FEDC_OPT_STRING, "iid", "name",
       "Partition scheme: iid, dirichlet (label skew) or shards."),
-  OPT(alpha, FEDC_OPT_DOUBLE, "0.5", "",
+  OPT(alpha, FEDC_OPT_DOUBLE, "0.5", "dimensionless",
       "Dirichlet concentration: small gives few classes per client."),
   OPT(min_rows, FEDC_OPT_UINT, "10", "rows",
       "Dirichlet: minimum rows of every client."),
-  OPT(shards_per_client, FEDC_OPT_UINT, "2", "",
+  OPT(shards_per_client, FEDC_OPT_UINT, "2", "shards",
       "Shards: label-sorted shards given to each client."),
-  OPT(seed, FEDC_OPT_UINT, "0", "", "Seed of the partition."),
-  OPT(out, FEDC_OPT_STRING, NULL, "",
+  OPT(seed, FEDC_OPT_UINT, "0", "integer", "Seed of the partition."),
+  OPT(out, FEDC_OPT_STRING, NULL, "path",
       "Output folder, created if missing (required)."),
 };
 
@@ -205,11 +205,19 @@ static int make_options(const partition_args *a, fedc_partition_options *o)
             "shards\n", a->scheme);
     return FEDC_EINVAL;
   }
-  if (a->clients == 0 || a->clients > UINT32_MAX ||
-      a->shards_per_client == 0 || a->shards_per_client > UINT32_MAX ||
-      !(a->alpha > 0)) {
-    fprintf(stderr, PROGRAM ": --clients and --shards-per-client must be "
-            "1 or more and --alpha above 0\n");
+  if (a->clients == 0 || a->clients > UINT32_MAX) {
+    fprintf(stderr, PROGRAM ": invalid --clients %lu; use 1 to %lu\n",
+            a->clients, (unsigned long)UINT32_MAX);
+    return FEDC_EINVAL;
+  }
+  if (a->shards_per_client == 0 || a->shards_per_client > UINT32_MAX) {
+    fprintf(stderr, PROGRAM ": invalid --shards-per-client %lu; use 1 to "
+            "%lu\n", a->shards_per_client, (unsigned long)UINT32_MAX);
+    return FEDC_EINVAL;
+  }
+  if (!(a->alpha > 0)) {
+    fprintf(stderr, PROGRAM ": invalid --alpha %g; the Dirichlet "
+            "concentration must be above 0\n", a->alpha);
     return FEDC_EINVAL;
   }
   o->clients = (uint32_t)a->clients;
@@ -484,8 +492,10 @@ static void print_help(void)
   print_usage(stdout);
   memset(&args, 0, sizeof(args));
   if (fedc_config_init(&cfg, PROGRAM " partition", partition_options,
-                       OPTION_COUNT, &args) == 0)
-    fedc_config_print_help(&cfg, stdout, partition_summary);
+                       OPTION_COUNT, &args) == 0) {
+    printf("partition: %s\n\nOptions of partition:\n\n", partition_summary);
+    fedc_config_print_options(&cfg, stdout);
+  }
   fedc_config_close(&cfg);
 }
 

@@ -280,6 +280,11 @@ void fedc_config_print_help(const fedc_config *cfg, FILE *out,
   fprintf(out, "Every option is also an INI key (with '_' for '-') in the "
                "--config file; flags override the file.\n\n");
   fprintf(out, "  --config FILE\n      INI file to read before the flags.\n");
+  fedc_config_print_options(cfg, out);
+}
+
+void fedc_config_print_options(const fedc_config *cfg, FILE *out)
+{
   for (size_t i = 0; i < cfg->count; i++) {
     const fedc_option *opt = &cfg->options[i];
     char flag[128];

@@ -60,4 +60,7 @@ int fedc_config_parse_args(fedc_config *cfg, int argc, char **argv,
 void fedc_config_print_help(const fedc_config *cfg, FILE *out,
                             const char *summary);
 
+/* Prints only the option list of --help: each flag, unit and default. */
+void fedc_config_print_options(const fedc_config *cfg, FILE *out);
+
 #endif

@@ -172,10 +172,13 @@ START_TEST(help_lists_every_option)
 {
   static const char *const expected[] = {
     "--dataset", "--data-dir", "--images", "--labels", "--test-images",
-    "--test-labels", "--csv", "--test-csv", "--label-column  [default: -1]",
-    "--clients  [default: 10]", "--scheme  [default: iid]",
-    "--alpha  [default: 0.5]", "--min-rows (rows)  [default: 10]",
-    "--shards-per-client  [default: 2]", "--seed  [default: 0]", "--out",
+    "--test-labels", "--csv", "--test-csv",
+    "--label-column (column index)  [default: -1]",
+    "--clients (files)  [default: 10]", "--scheme (name)  [default: iid]",
+    "--alpha (dimensionless)  [default: 0.5]",
+    "--min-rows (rows)  [default: 10]",
+    "--shards-per-client (shards)  [default: 2]",
+    "--seed (integer)  [default: 0]", "--out (path)",
     "info FILE",
   };
   char *out = NULL;
@@ -185,6 +188,34 @@ START_TEST(help_lists_every_option)
     ck_assert_msg(strstr(out, expected[i]) != NULL, "--help lacks %s",
                   expected[i]);
   free(out);
+}
+END_TEST
+
+START_TEST(errors_name_the_value)
+{
+  static const struct {
+    const char *flag;
+    const char *value;
+    const char *message;
+  } cases[] = {
+    { "--clients", "0", "invalid --clients 0" },
+    { "--clients", "4294967297", "invalid --clients 4294967297" },
+    { "--shards-per-client", "0", "invalid --shards-per-client 0" },
+    { "--alpha", "0", "invalid --alpha 0" },
+  };
+  char *out = NULL;
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int status = run_tool(&out, "partition", "--dataset", "fashion-mnist",
+                          cases[i].flag, cases[i].value, "--out",
+                          test_scratch, NULL);
+
+    ck_assert_int_ne(status, 0);
+    ck_assert_msg(strstr(out, cases[i].message) != NULL,
+                  "%s %s: output lacks '%s': %s", cases[i].flag,
+                  cases[i].value, cases[i].message, out);
+    free(out);
+  }
 }
 END_TEST
 
@@ -237,6 +268,7 @@ static Suite *fedc_data_suite(void)
   tcase_add_test(tc, partition_same_seed_same_files);
   tcase_add_test(tc, partition_csv_and_info);
   tcase_add_test(tc, help_lists_every_option);
+  tcase_add_test(tc, errors_name_the_value);
   tcase_add_test(tc, errors_name_the_file);
   suite_add_tcase(s, tc);
   return s;
