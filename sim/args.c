@@ -125,6 +125,9 @@ static const fedc_option option_table[] = {
       "the first round starts after it."),
   OPT(max_time, FEDC_OPT_DOUBLE, "0", "s",
       "Stop at this simulated time; 0 is no limit."),
+  OPT(stall_time, FEDC_OPT_DOUBLE, "604800", "s",
+      "Fail when no round finishes for this long in simulated time, for "
+      "example because too few clients are online together; 0 is no limit."),
   OPT(chunk_bytes, FEDC_OPT_UINT, "1048576", "bytes",
       "Tensor data per chunk message."),
   OPT(transport, FEDC_OPT_STRING, "memory", "name",
@@ -211,9 +214,10 @@ static int validate_devices(const fedc_args *a)
     return fail("dropout and availability_online must be in [0, 1] and "
                 "availability_period >= 0");
   if (!(a->reference_flops > 0) || a->latency < 0 ||
-      !(a->reconnect_delay > 0) || a->max_time < 0 || a->connect_window < 0)
+      !(a->reconnect_delay > 0) || a->max_time < 0 ||
+      a->connect_window < 0 || a->stall_time < 0)
     return fail("reference_flops and reconnect_delay must be > 0, latency, "
-                "connect_window and max_time >= 0");
+                "connect_window, max_time and stall_time >= 0");
   return 0;
 }
 

@@ -66,6 +66,7 @@ typedef struct fedc_args {
   double reconnect_delay;        /* s */
   double connect_window;         /* s */
   double max_time;               /* s of simulated time */
+  double stall_time;             /* s of simulated time */
   unsigned long chunk_bytes;
 
   /* run and output */

@@ -116,6 +116,7 @@ static void fill_sim_options(const fedc_args *a, fedc_sim_options *o)
   o->reconnect_seconds = a->reconnect_delay;
   o->connect_window_seconds = a->connect_window;
   o->max_simulated_seconds = a->max_time;
+  o->stall_seconds = a->stall_time;
   fill_server_config(a, &o->server);
 }
 

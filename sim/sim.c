@@ -23,6 +23,7 @@ void fedc_sim_options_default(fedc_sim_options *opts)
   opts->latency_seconds = 0.05;
   opts->reconnect_seconds = 60.0;
   opts->connect_window_seconds = 1.0;
+  opts->stall_seconds = 7 * 86400.0;
   fedc_server_engine_config_default(&opts->server);
 }
 
@@ -89,7 +90,7 @@ static int check_options(const fedc_sim_options *opts,
   if (!(opts->reference_flops > 0) || !isfinite(opts->reference_flops))
     return FEDC_EINVAL;
   if (!(opts->latency_seconds >= 0) || !(opts->reconnect_seconds > 0) ||
-      !(opts->connect_window_seconds >= 0) ||
+      !(opts->connect_window_seconds >= 0) || !(opts->stall_seconds >= 0) ||
       !(opts->max_simulated_seconds >= 0))
     return FEDC_EINVAL;
   if (partition->clients >= SIM_NO_SLOT)
@@ -324,6 +325,22 @@ static void dispatch(fedc_sim *sim, const fedc_event *ev)
   }
 }
 
+/* Fails the run when no round has finished for stall_seconds of virtual
+ * time. Without this, a scenario in which too few clients are ever online
+ * together would advance the clock through availability changes forever. */
+static int stalled(fedc_sim *sim, double time)
+{
+  double stall = sim->opts.stall_seconds;
+
+  if (stall <= 0 || time - sim->last_round_clock <= stall)
+    return 0;
+  fedc_error("sim", "no round finished in %.0f simulated seconds, since "
+             "t=%.0f; are enough clients online for min_clients?", stall,
+             sim->last_round_clock);
+  sim->err = FEDC_ETIMEDOUT;
+  return 1;
+}
+
 int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks)
 {
   double limit = sim->opts.max_simulated_seconds;
@@ -335,8 +352,9 @@ int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks)
 
   while (!sim->done && sim->err == 0 &&
          fedc_eventq_pop(&sim->events, &ev) == 1) {
-    if (limit > 0 && ev.time > limit) {
-      fedc_info("sim", "stopped at the time limit t=%.3f", limit);
+    if ((limit > 0 && ev.time > limit) || stalled(sim, ev.time)) {
+      if (sim->err == 0)
+        fedc_info("sim", "stopped at the time limit t=%.3f", limit);
       fedc_sim_train_drain_event(sim, &ev);
       break;
     }

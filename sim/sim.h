@@ -42,6 +42,8 @@ typedef struct fedc_sim_options {
   double connect_window_seconds; /* clients first connect at times spread
                                     uniformly over [0, this) */
   double max_simulated_seconds;  /* stop at this virtual time; 0: no limit */
+  double stall_seconds;          /* fail when no round finishes for this
+                                    long in virtual time; 0: no limit */
   fedc_server_engine_config server;  /* cohort, rounds, deadline, local
                                         training, aggregation, model spec */
   fedc_attack attack;            /* poisoning clients; none by default */
@@ -95,8 +97,9 @@ typedef struct fedc_sim_stats {
 } fedc_sim_stats;
 
 /* Fills opts with defaults: seed 0, one worker per core, 1 GFLOP/s, 50 ms
- * latency, 60 s reconnect delay, a 1 s connect window, no time limit, and
- * the server engine's defaults (fedc_server_engine_config_default()). */
+ * latency, 60 s reconnect delay, a 1 s connect window, no time limit, a
+ * stall limit of 7 days, and the server engine's defaults
+ * (fedc_server_engine_config_default()). */
 void fedc_sim_options_default(fedc_sim_options *opts);
 
 /* Creates a simulation of partition->clients clients over train, with
@@ -113,8 +116,10 @@ int fedc_sim_new(const fedc_sim_options *opts, const fedc_dataset *train,
 void fedc_sim_free(fedc_sim **sim);
 
 /* Runs until the server engine is done (total_rounds), no event is left or
- * the time limit passes. Returns 0 or the first FEDC_E* error of an engine
- * or the trainer's setup. */
+ * the time limit passes. Returns 0, FEDC_ETIMEDOUT when no round finished
+ * within the stall limit (too few clients online to start one, for
+ * example), or the first FEDC_E* error of an engine or the trainer's
+ * setup. */
 int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks);
 
 const fedc_sim_stats *fedc_sim_get_stats(const fedc_sim *sim);

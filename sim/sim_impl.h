@@ -94,6 +94,7 @@ struct fedc_sim {
   double real_start;
   double real_last_round;
   double wait_last_round;     /* stats.real_wait_seconds then */
+  double last_round_clock;    /* virtual time of the last ROUND_FINISHED */
   bool done;
   int err;                    /* first fatal error; stops the loop */
   fedc_sim_stats stats;

@@ -20,6 +20,7 @@ static void report_round(fedc_sim *sim, const fedc_round_metrics *m)
 
   sim->real_last_round = real_now;
   sim->wait_last_round = sim->stats.real_wait_seconds;
+  sim->last_round_clock = round.clock;
   sim->stats.rounds++;
   sim->stats.real_round_seconds += round.real_seconds;
   sim->stats.real_round_wait_seconds += round.real_wait_seconds;

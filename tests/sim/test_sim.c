@@ -380,6 +380,25 @@ START_TEST(sim_partition_views_cover_rows)
 }
 END_TEST
 
+START_TEST(sim_stall_fails_run)
+{
+  fixture f;
+  observed o;
+
+  /* All 10 clients are needed per round, but each is online a fifth of
+   * the time with a random phase. Ten such windows overlap with
+   * probability 10 x 0.2^9 = 5e-6, so no round can start. */
+  fixture_init(&f, 10);
+  f.device_class.period = 100.0;
+  f.device_class.online = 0.2;
+  f.opts.stall_seconds = 3600.0;
+  ck_assert_int_eq(run_sim(&f, &o, NULL), FEDC_ETIMEDOUT);
+  ck_assert_uint_eq(o.rounds, 0);
+  free(o.records);
+  fixture_close(&f);
+}
+END_TEST
+
 START_TEST(sim_rejects_bad_options)
 {
   fixture f;
@@ -414,6 +433,7 @@ int main(void)
   tcase_add_test(tc, sim_offline_client_never_sampled);
   tcase_add_test(tc, sim_idle_clients_hold_no_engine);
   tcase_add_test(tc, sim_partition_views_cover_rows);
+  tcase_add_test(tc, sim_stall_fails_run);
   tcase_add_test(tc, sim_rejects_bad_options);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
