@@ -48,12 +48,14 @@ int fedc_report_write_jsonl(FILE *out, const fedc_sim_record *rec,
               "\"test_accuracy\": %s, \"test_loss\": %s, "
               "\"train_accuracy\": %s, \"train_loss\": %s, "
               "\"clients_sampled\": %u, \"clients_reported\": %u, "
-              "\"clients_lost\": %u, %s"
+              "\"clients_lost\": %u, \"clients_cancelled\": %u, "
+              "\"updates_too_stale\": %u, %s"
               "\"bytes_sent\": %llu, \"bytes_received\": %llu, "
               "\"simulated_seconds\": %s, \"simulated_clock\": %s}\n",
               (unsigned long long)m->round, boolean(m->aggregated), test_acc,
               test_loss, train_acc, train_loss, m->clients_sampled,
-              m->clients_reported, m->clients_lost, seconds,
+              m->clients_reported, m->clients_lost, m->clients_cancelled,
+              m->updates_too_stale, seconds,
               (unsigned long long)m->bytes_sent,
               (unsigned long long)m->bytes_received, simulated, clock);
   if (n < 0 || fflush(out) != 0)

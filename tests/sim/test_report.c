@@ -29,7 +29,8 @@ START_TEST(report_jsonl_fields)
       .round = 12, .aggregated = true, .evaluated = true,
       .test_accuracy = 0.8125, .test_loss = 0.5, .has_train_metrics = true,
       .train_accuracy = 0.75, .train_loss = 0.625, .clients_sampled = 10,
-      .clients_reported = 9, .clients_lost = 1, .seconds = 60.25,
+      .clients_reported = 9, .clients_lost = 1, .clients_cancelled = 2,
+      .updates_too_stale = 3, .seconds = 60.25,
       .bytes_sent = 1000, .bytes_received = 900,
     },
     .real_seconds = 1.25, .simulated_clock = 3600.5,
@@ -42,12 +43,14 @@ START_TEST(report_jsonl_fields)
                    "\"test_accuracy\": 0.812500, \"test_loss\": 0.500000, "
                    "\"train_accuracy\": 0.750000, \"train_loss\": 0.625000, "
                    "\"clients_sampled\": 10, \"clients_reported\": 9, "
-                   "\"clients_lost\": 1, \"seconds\": 1.250, "
+                   "\"clients_lost\": 1, \"clients_cancelled\": 2, "
+                   "\"updates_too_stale\": 3, \"seconds\": 1.250, "
                    "\"bytes_sent\": 1000, \"bytes_received\": 900, "
                    "\"simulated_seconds\": 60.250, "
                    "\"simulated_clock\": 3600.500}\n");
   ck_assert_ptr_null(strstr(fixed, "\"seconds\""));
-  ck_assert_ptr_nonnull(strstr(fixed, "\"clients_lost\": 1, \"bytes_sent\""));
+  ck_assert_ptr_nonnull(strstr(fixed, "\"updates_too_stale\": 3, "
+                                      "\"bytes_sent\""));
   ck_assert_ptr_nonnull(strstr(fixed, "\"simulated_seconds\": 60.250"));
   free(full);
   free(fixed);
