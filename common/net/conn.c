@@ -70,6 +70,10 @@ static void conn_resolve_options(fedc_conn *conn, const fedc_conn_options *opts)
   conn->max_frame = opts != NULL ? opts->max_frame : 0;
   if (conn->max_frame == 0)
     conn->max_frame = FEDC_FRAME_DEFAULT_MAX;
+  conn->initial_max_frame = opts != NULL ? opts->initial_max_frame : 0;
+  if (conn->initial_max_frame == 0 ||
+      conn->initial_max_frame > conn->max_frame)
+    conn->initial_max_frame = conn->max_frame;
   conn->handshake_timeout_ms = opts != NULL ? opts->handshake_timeout_ms : 0;
   if (conn->handshake_timeout_ms == 0)
     conn->handshake_timeout_ms = DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -91,7 +95,7 @@ static fedc_conn *conn_alloc(uv_loop_t *loop, const fedc_conn_options *opts,
   conn->cbs = *cbs;
   conn->data = data;
   conn_resolve_options(conn, opts);
-  fedc_frame_decoder_init(&conn->decoder, conn->max_frame);
+  fedc_frame_decoder_init(&conn->decoder, conn->initial_max_frame);
   return conn;
 }
 
@@ -374,6 +378,17 @@ static void conn_deliver(fedc_conn *conn)
 
   payload = fedc_frame_decoder_payload(&conn->decoder, &len);
   rc = fedc_frame_unpack(payload, len, &env);
+  if (rc == FEDC_ETOOBIG) {
+    snprintf(detail, sizeof(detail), "frame of %zu bytes needs more than "
+             "%zu bytes of memory to decode", len,
+             fedc_frame_unpack_budget(len));
+    conn_fail(conn, FEDC_CONN_CLOSE_TOO_BIG, rc, detail);
+    return;
+  }
+  if (rc == FEDC_ENOMEM) {
+    conn_fail(conn, FEDC_CONN_CLOSE_IO, rc, "out of memory for a frame");
+    return;
+  }
   if (rc < 0) {
     snprintf(detail, sizeof(detail), "invalid frame of %zu bytes: %s", len,
              fedc_strerror(rc));
@@ -395,7 +410,7 @@ static void conn_fail_frame(fedc_conn *conn, int rc)
   if (rc == FEDC_ETOOBIG) {
     snprintf(detail, sizeof(detail),
              "frame length %" PRIu32 " above the maximum %" PRIu32,
-             conn->decoder.payload_len, conn->max_frame);
+             conn->decoder.payload_len, conn->decoder.max_len);
     conn_fail(conn, FEDC_CONN_CLOSE_TOO_BIG, rc, detail);
   } else if (rc == FEDC_ENOMEM) {
     conn_fail(conn, FEDC_CONN_CLOSE_IO, rc, "out of memory for a frame");
@@ -647,6 +662,11 @@ void fedc_conn_resume(fedc_conn *conn)
 void fedc_conn_close(fedc_conn *conn)
 {
   conn_fail(conn, FEDC_CONN_CLOSE_LOCAL, 0, "closed by the application");
+}
+
+void fedc_conn_raise_frame_limit(fedc_conn *conn)
+{
+  fedc_frame_decoder_set_max(&conn->decoder, conn->max_frame);
 }
 
 void fedc_conn_set_data(fedc_conn *conn, void *data)

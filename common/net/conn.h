@@ -38,7 +38,8 @@ enum fedc_conn_close_reason {
   FEDC_CONN_CLOSE_LOCAL,     /* fedc_conn_close() or fedc_listener_free() */
   FEDC_CONN_CLOSE_PEER,      /* the peer closed: TCP EOF or TLS close_notify */
   FEDC_CONN_CLOSE_TLS,       /* handshake or record error, or a TLS alert */
-  FEDC_CONN_CLOSE_TOO_BIG,   /* the peer announced a frame above max_frame */
+  FEDC_CONN_CLOSE_TOO_BIG,   /* a frame above the limit, or one that needs more
+                             * memory to decode than its size allows */
   FEDC_CONN_CLOSE_PROTOCOL,  /* a zero-length frame or an invalid Envelope */
   FEDC_CONN_CLOSE_TIMEOUT,   /* connect and handshake exceeded the timeout */
   FEDC_CONN_CLOSE_IO,        /* resolve, connect or socket error, or no memory */
@@ -76,6 +77,13 @@ typedef struct fedc_conn_options {
   /* Largest frame payload accepted from the peer and sent to it, in bytes;
    * default FEDC_FRAME_DEFAULT_MAX. */
   uint32_t max_frame;
+
+  /* Largest frame payload accepted from the peer until the application
+   * calls fedc_conn_raise_frame_limit(), in bytes; default (and at most)
+   * max_frame. A server keeps it small until the peer has identified
+   * itself, so that an unknown peer cannot make it buffer and decode a
+   * large frame. */
+  uint32_t initial_max_frame;
 
   /* Time allowed from the start of the connection to the end of the TLS
    * handshake, in milliseconds (default 10000). The start is the TCP accept
@@ -148,6 +156,10 @@ void fedc_conn_resume(fedc_conn *conn);
  * FEDC_CONN_CLOSE_LOCAL. Calling it again, or on a connection that is
  * already closing, does nothing. */
 void fedc_conn_close(fedc_conn *conn);
+
+/* Raises the limit on frames received from initial_max_frame to
+ * max_frame. It applies from the next frame on, also inside on_frame. */
+void fedc_conn_raise_frame_limit(fedc_conn *conn);
 
 /* Sets the application's context pointer for this connection. */
 void fedc_conn_set_data(fedc_conn *conn, void *data);

@@ -48,6 +48,7 @@ struct fedc_conn {
   int err;
 
   uint32_t max_frame;
+  uint32_t initial_max_frame;
   uint64_t handshake_timeout_ms;
   uint64_t close_timeout_ms;
 

@@ -17,6 +17,11 @@ void fedc_frame_decoder_init(fedc_frame_decoder *dec, uint32_t max_len)
   dec->max_len = max_len != 0 ? max_len : FEDC_FRAME_DEFAULT_MAX;
 }
 
+void fedc_frame_decoder_set_max(fedc_frame_decoder *dec, uint32_t max_len)
+{
+  dec->max_len = max_len != 0 ? max_len : FEDC_FRAME_DEFAULT_MAX;
+}
+
 void fedc_frame_decoder_close(fedc_frame_decoder *dec)
 {
   free(dec->payload);
@@ -184,15 +189,59 @@ int fedc_frame_pack(const Fedc__Envelope *env, uint32_t max_len,
   return 0;
 }
 
+/* Allocation budget of one fedc_frame_unpack() call. */
+struct unpack_budget {
+  size_t left;        /* bytes that may still be allocated */
+  int exceeded;       /* 1 once an allocation was refused */
+  int out_of_memory;  /* 1 once malloc failed */
+};
+
+/* protobuf-c allocates through these during unpacking. Frees do not give
+ * bytes back to the budget: they only happen when unpacking fails. The
+ * memory comes from malloc, so fedc_frame_envelope_free() releases it
+ * with protobuf-c's default allocator. */
+static void *budget_alloc(void *data, size_t size)
+{
+  struct unpack_budget *budget = data;
+  void *pointer;
+
+  if (size > budget->left) {
+    budget->exceeded = 1;
+    return NULL;
+  }
+  budget->left -= size;
+  pointer = malloc(size != 0 ? size : 1);
+  if (pointer == NULL)
+    budget->out_of_memory = 1;
+  return pointer;
+}
+
+static void budget_free(void *data, void *pointer)
+{
+  (void)data;
+  free(pointer);
+}
+
+size_t fedc_frame_unpack_budget(size_t len)
+{
+  if (len > (SIZE_MAX - FEDC_FRAME_UNPACK_SLACK) / FEDC_FRAME_UNPACK_FACTOR)
+    return SIZE_MAX;
+  return FEDC_FRAME_UNPACK_FACTOR * len + FEDC_FRAME_UNPACK_SLACK;
+}
+
 int fedc_frame_unpack(const uint8_t *payload, size_t len,
                       Fedc__Envelope **out)
 {
+  struct unpack_budget budget = { fedc_frame_unpack_budget(len), 0, 0 };
+  ProtobufCAllocator allocator = { budget_alloc, budget_free, &budget };
   Fedc__Envelope *env;
 
   *out = NULL;
-  env = fedc__envelope__unpack(NULL, len, payload);
+  env = fedc__envelope__unpack(&allocator, len, payload);
+  if (env == NULL && budget.exceeded)
+    return FEDC_ETOOBIG;
   if (env == NULL)
-    return FEDC_EFORMAT;
+    return budget.out_of_memory ? FEDC_ENOMEM : FEDC_EFORMAT;
   if (env->protocol_version != FEDC_FRAME_PROTOCOL_VERSION ||
       env->body_case == FEDC__ENVELOPE__BODY__NOT_SET) {
     fedc__envelope__free_unpacked(env, NULL);

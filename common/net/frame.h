@@ -24,6 +24,16 @@
  * its message fields. */
 #define FEDC_FRAME_DEFAULT_MAX (16u * 1024u * 1024u)
 
+/* Memory that fedc_frame_unpack() may allocate for a payload of n bytes is
+ * FEDC_FRAME_UNPACK_FACTOR * n + FEDC_FRAME_UNPACK_SLACK. Measured with
+ * protobuf-c 1.4: a TensorChunk needs 1.0 times its payload, Hello about 5
+ * times, and a list of tensor specs 4 to 5 times (14 times for scalars
+ * with one-letter names, which the slack covers up to about 10,000
+ * specs). A FitResult of empty specs needs about 50 times, which is how a
+ * 16 MiB frame once cost 838 MB. */
+#define FEDC_FRAME_UNPACK_FACTOR 8u
+#define FEDC_FRAME_UNPACK_SLACK (1024u * 1024u)
+
 typedef struct fedc_frame_decoder {
   /* read-only after fedc_frame_decoder_init() */
   uint32_t max_len;
@@ -42,6 +52,11 @@ typedef struct fedc_frame_decoder {
 /* Prepares a decoder that accepts payloads of 1 to max_len bytes; a max_len
  * of 0 selects FEDC_FRAME_DEFAULT_MAX. */
 void fedc_frame_decoder_init(fedc_frame_decoder *dec, uint32_t max_len);
+
+/* Sets the largest payload accepted from the next frame header on; 0
+ * selects FEDC_FRAME_DEFAULT_MAX. A frame whose header was already read
+ * keeps the limit it was checked against. */
+void fedc_frame_decoder_set_max(fedc_frame_decoder *dec, uint32_t max_len);
 
 /* Releases the decoder's buffer. Safe to call twice. */
 void fedc_frame_decoder_close(fedc_frame_decoder *dec);
@@ -71,11 +86,17 @@ int fedc_frame_pack(const Fedc__Envelope *env, uint32_t max_len,
 
 /* Deserializes one frame payload. On success *out must be released with
  * fedc_frame_envelope_free(). Returns FEDC_EFORMAT if the bytes are not an
- * Envelope, and FEDC_EVERSION if protocol_version is not
- * FEDC_FRAME_PROTOCOL_VERSION or the body is missing: a newer peer's
- * message type that this build does not know parses as an empty body. */
+ * Envelope, FEDC_ETOOBIG if decoding them would allocate more than
+ * fedc_frame_unpack_budget(len) bytes (nothing stays allocated then),
+ * FEDC_ENOMEM, and FEDC_EVERSION if protocol_version is not FEDC_FRAME_PROTOCOL_VERSION
+ * or the body is missing: a newer peer's message type that this build does
+ * not know parses as an empty body. */
 int fedc_frame_unpack(const uint8_t *payload, size_t len,
                       Fedc__Envelope **out);
+
+/* Returns the bytes that fedc_frame_unpack() may allocate for a payload of
+ * len bytes (see FEDC_FRAME_UNPACK_FACTOR). */
+size_t fedc_frame_unpack_budget(size_t len);
 
 /* Frees an Envelope from fedc_frame_unpack() and sets *env to NULL.
  * Accepts NULL and a pointer to NULL. */

@@ -1,6 +1,8 @@
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "net/frame.h"
 #include "util/error.h"
@@ -206,6 +208,186 @@ START_TEST(frame_limit_is_inclusive)
 }
 END_TEST
 
+START_TEST(frame_limit_raised_between_frames)
+{
+  static const uint8_t small[] = { 0x00, 0x00, 0x00, 0x02, 0x08, 0x01 };
+  static const uint8_t len_2000[] = { 0x00, 0x00, 0x07, 0xd0 };
+  fedc_frame_decoder dec;
+  size_t used;
+
+  fedc_frame_decoder_init(&dec, 16);
+  ck_assert_int_eq(fedc_frame_decoder_feed(&dec, small, sizeof(small), &used),
+                   1);
+  fedc_frame_decoder_set_max(&dec, 4096);
+  ck_assert_uint_eq(dec.max_len, 4096);
+  ck_assert_int_eq(fedc_frame_decoder_feed(&dec, len_2000, 4, &used), 0);
+  ck_assert_uint_eq(dec.payload_len, 2000);
+  fedc_frame_decoder_close(&dec);
+
+  /* Without the raise the same header is rejected. */
+  fedc_frame_decoder_init(&dec, 16);
+  ck_assert_int_eq(fedc_frame_decoder_feed(&dec, len_2000, 4, &used),
+                   FEDC_ETOOBIG);
+  fedc_frame_decoder_close(&dec);
+}
+END_TEST
+
+/* Writes an Envelope with a FitResult of count empty tensor specs by hand:
+ * two bytes on the wire each, over a hundred bytes each once decoded. */
+static uint8_t *empty_specs_payload(size_t count, size_t *len)
+{
+  size_t body = 2 * count;
+  uint8_t *p = malloc(16 + body);
+  size_t n = 0;
+
+  ck_assert_ptr_nonnull(p);
+  p[n++] = 0x08;                   /* protocol_version, varint */
+  p[n++] = 0x01;
+  p[n++] = 0x2a;                   /* fit_result, length-delimited */
+  for (size_t v = body; ; v >>= 7) {
+    p[n++] = (uint8_t)(v & 0x7f) | (v >= 0x80 ? 0x80 : 0);
+    if (v < 0x80)
+      break;
+  }
+  for (size_t i = 0; i < count; i++) {
+    p[n++] = 0x22;                 /* update, length-delimited */
+    p[n++] = 0x00;                 /* an empty TensorSpec */
+  }
+  *len = n;
+  return p;
+}
+
+/* Returns the peak resident size of this process in bytes. */
+static size_t peak_rss(void)
+{
+  struct rusage usage;
+
+  ck_assert_int_eq(getrusage(RUSAGE_SELF, &usage), 0);
+  return (size_t)usage.ru_maxrss * 1024;
+}
+
+START_TEST(frame_amplifying_payload_rejected)
+{
+  /* 16 MB of empty specs decoded to 838 MB before the budget. */
+  size_t len, before, grown;
+  uint8_t *payload = empty_specs_payload(8000000, &len);
+  Fedc__Envelope *env = (Fedc__Envelope *)1;
+
+  ck_assert_uint_gt(len, 15 * 1000 * 1000);
+  before = peak_rss();
+  ck_assert_int_eq(fedc_frame_unpack(payload, len, &env), FEDC_ETOOBIG);
+  grown = peak_rss() - before;
+  ck_assert_ptr_null(env);
+  /* The budget is 8 times the payload plus 1 MiB; the sanitizers' shadow
+   * memory and redzones may add up to the payload size again. */
+  ck_assert_uint_le(grown, fedc_frame_unpack_budget(len) + len);
+  free(payload);
+
+  /* The same kind of message at a size that real models have decodes. */
+  payload = empty_specs_payload(100, &len);
+  ck_assert_int_eq(fedc_frame_unpack(payload, len, &env), 0);
+  ck_assert_uint_eq(env->fit_result->n_update, 100);
+  fedc_frame_envelope_free(&env);
+  free(payload);
+}
+END_TEST
+
+/* Packs env into a fresh buffer and unpacks it with fedc_frame_unpack(). */
+static int pack_and_unpack(const Fedc__Envelope *env, Fedc__Envelope **out)
+{
+  size_t len = fedc__envelope__get_packed_size(env);
+  uint8_t *buf = malloc(len);
+  int rc;
+
+  ck_assert_ptr_nonnull(buf);
+  fedc__envelope__pack(env, buf);
+  rc = fedc_frame_unpack(buf, len, out);
+  free(buf);
+  return rc;
+}
+
+START_TEST(frame_large_chunk_within_budget)
+{
+  const size_t size = 12 * 1024 * 1024;
+  Fedc__Envelope env = FEDC__ENVELOPE__INIT;
+  Fedc__TensorChunk chunk = FEDC__TENSOR_CHUNK__INIT;
+  Fedc__Envelope *out = NULL;
+  uint8_t *data = malloc(size);
+
+  ck_assert_ptr_nonnull(data);
+  for (size_t i = 0; i < size; i++)
+    data[i] = chunk_byte(3, i);
+  chunk.round = 4;
+  chunk.offset = 123456;
+  chunk.data.data = data;
+  chunk.data.len = size;
+  env.protocol_version = FEDC_FRAME_PROTOCOL_VERSION;
+  env.body_case = FEDC__ENVELOPE__BODY_CHUNK;
+  env.chunk = &chunk;
+
+  ck_assert_int_eq(pack_and_unpack(&env, &out), 0);
+  ck_assert_uint_eq(out->chunk->data.len, size);
+  ck_assert_int_eq(memcmp(out->chunk->data.data, data, size), 0);
+  fedc_frame_envelope_free(&out);
+  free(data);
+}
+END_TEST
+
+/* Packs and unpacks a FitResult that announces count tensors named
+ * prefix0, prefix1 and so on. Each is 256 x 784 for rank 2, or a scalar
+ * for rank 0. */
+static int unpack_spec_list(size_t count, const char *prefix, size_t rank)
+{
+  static const uint64_t shape[2] = { 256, 784 };
+  Fedc__Envelope env = FEDC__ENVELOPE__INIT;
+  Fedc__FitResult result = FEDC__FIT_RESULT__INIT;
+  Fedc__TensorSpec *specs = calloc(count, sizeof(*specs));
+  Fedc__TensorSpec **list = calloc(count, sizeof(*list));
+  char (*names)[64] = calloc(count, 64);
+  Fedc__Envelope *out = NULL;
+  int rc;
+
+  ck_assert(specs != NULL && list != NULL && names != NULL);
+  for (size_t i = 0; i < count; i++) {
+    fedc__tensor_spec__init(&specs[i]);
+    snprintf(names[i], 64, "%s%zu", prefix, i);
+    specs[i].name = names[i];
+    specs[i].n_shape = rank;
+    specs[i].shape = (uint64_t *)shape;
+    list[i] = &specs[i];
+  }
+  result.round = 3;
+  result.num_examples = 600;
+  result.n_update = count;
+  result.update = list;
+  env.protocol_version = FEDC_FRAME_PROTOCOL_VERSION;
+  env.body_case = FEDC__ENVELOPE__BODY_FIT_RESULT;
+  env.fit_result = &result;
+
+  rc = pack_and_unpack(&env, &out);
+  if (rc == 0) {
+    ck_assert_uint_eq(out->fit_result->n_update, count);
+    ck_assert_str_eq(out->fit_result->update[count - 1]->name,
+                     names[count - 1]);
+  }
+  fedc_frame_envelope_free(&out);
+  free(names);
+  free(list);
+  free(specs);
+  return rc;
+}
+
+START_TEST(frame_spec_lists_within_budget)
+{
+  /* ResNet-152 has about 900 tensors; these lists are larger. */
+  ck_assert_int_eq(unpack_spec_list(5000, "layer4.1.bn2.running_mean.", 2),
+                   0);
+  ck_assert_int_eq(unpack_spec_list(5000, "fc.", 2), 0);
+  /* Scalars with short names need the most memory per wire byte. */
+  ck_assert_int_eq(unpack_spec_list(5000, "w", 0), 0);
+}
+END_TEST
+
 START_TEST(frame_buffer_grows_with_bytes)
 {
   /* A 1 MiB frame announced, then only 100 payload bytes. */
@@ -336,6 +518,10 @@ int main(void)
   tcase_add_test(tc, frame_roundtrip_whole_stream);
   tcase_add_test(tc, frame_oversized_rejected_before_alloc);
   tcase_add_test(tc, frame_limit_is_inclusive);
+  tcase_add_test(tc, frame_limit_raised_between_frames);
+  tcase_add_test(tc, frame_amplifying_payload_rejected);
+  tcase_add_test(tc, frame_large_chunk_within_budget);
+  tcase_add_test(tc, frame_spec_lists_within_budget);
   tcase_add_test(tc, frame_buffer_grows_with_bytes);
   tcase_add_test(tc, frame_zero_length_rejected);
   tcase_add_test(tc, frame_garbage_payload_rejected);

@@ -723,6 +723,63 @@ START_TEST(tls_oversized_frame_dropped)
 }
 END_TEST
 
+START_TEST(tls_initial_frame_limit_enforced)
+{
+  fedc_listener_options opts = { .conn.max_frame = 8 * MIB,
+                                 .conn.initial_max_frame = 1024 };
+  struct harness h;
+
+  harness_init(&h, "127.0.0.1", &opts);
+  h.client_open = send_oversized_chunk;
+  h.closes_expected = 2;
+  good_client(&h, "client-0001");
+  harness_run(&h);
+
+  ck_assert_int_eq(h.servers[0].reason, FEDC_CONN_CLOSE_TOO_BIG);
+  ck_assert_uint_eq(h.servers[0].frames, 0);
+  ck_assert(log_contains("above the maximum 1024"));
+}
+END_TEST
+
+/* A small first frame and a large one right behind it, so that both may
+ * arrive in one read. */
+static void send_small_then_large(struct peer *p)
+{
+  ck_assert_int_eq(send_chunk(p->conn, 1, 100), 0);
+  ck_assert_int_eq(send_chunk(p->conn, 2, 3 * MIB), 0);
+}
+
+/* Raises the limit inside on_frame of the first frame, and closes after the
+ * second. */
+static void raise_limit_on_first_frame(struct peer *p, Fedc__Envelope *env)
+{
+  if (p->frames == 1)
+    fedc_conn_raise_frame_limit(p->conn);
+  else
+    fedc_conn_close(p->conn);
+}
+
+START_TEST(tls_frame_limit_raised_in_on_frame)
+{
+  fedc_listener_options opts = { .conn.max_frame = 8 * MIB,
+                                 .conn.initial_max_frame = 1024 };
+  fedc_conn_options copts = { .max_frame = 8 * MIB };
+  struct harness h;
+
+  harness_init(&h, "127.0.0.1", &opts);
+  h.client_open = send_small_then_large;
+  h.server_frame = raise_limit_on_first_frame;
+  h.closes_expected = 2;
+  client_connect(&h, "127.0.0.1", "ca1", "client-0001", "ca1", &copts);
+  harness_run(&h);
+
+  ck_assert_uint_eq(h.servers[0].frames, 2);
+  ck_assert_uint_eq(h.servers[0].chunk_bytes, 100 + 3 * MIB);
+  ck_assert_uint_eq(h.servers[0].bad_chunks, 0);
+  ck_assert_int_eq(h.servers[0].reason, FEDC_CONN_CLOSE_LOCAL);
+}
+END_TEST
+
 /* The client's own maximum is 1 KiB: a larger chunk is refused without
  * closing, and a small one follows. */
 static void send_too_big_then_small(struct peer *p)
@@ -1295,6 +1352,8 @@ int main(void)
   tcase_add_test(tc, tls_garbage_client_dropped);
   tcase_add_test(tc, tls_client_without_cert_rejected);
   tcase_add_test(tc, tls_oversized_frame_dropped);
+  tcase_add_test(tc, tls_initial_frame_limit_enforced);
+  tcase_add_test(tc, tls_frame_limit_raised_in_on_frame);
   tcase_add_test(tc, tls_send_above_own_max_refused);
   tcase_add_test(tc, tls_silent_client_times_out);
   tcase_add_test(tc, tls_server_name_checked);
