@@ -17,6 +17,10 @@
 #define FEDC__PEER_SIZE 300
 #define FEDC__HOST_SIZE 256
 
+/* Source key of a server connection for max_handshakes_per_ip: a family
+ * byte, then 4 bytes of IPv4 address or the first 8 bytes of IPv6. */
+#define FEDC__SOURCE_SIZE 9
+
 enum fedc__conn_state {
   CONN_RESOLVING,   /* client: waiting for getaddrinfo */
   CONN_CONNECTING,  /* client: waiting for the TCP connect */
@@ -66,17 +70,20 @@ struct fedc_conn {
   struct addrinfo *addrs;
   struct addrinfo *next_addr;
 
-  /* Server: the listener while the handshake runs, and its pending list. */
+  /* Server: the listener while the handshake runs, its pending list, and
+   * the source key. */
   fedc_listener *listener;
   fedc_conn *prev;
   fedc_conn *next;
+  uint8_t source[FEDC__SOURCE_SIZE];
 
   char peer[FEDC__PEER_SIZE];
   char identity[FEDC_TLS_IDENTITY_SIZE];
 };
 
 /* Allocates a server-side connection with its handles initialized, ready
- * for uv_accept() on &conn->tcp. Returns NULL when out of memory. */
+ * for uv_tcp_open() of an accepted socket on &conn->tcp. Returns NULL when
+ * out of memory. */
 fedc_conn *fedc__conn_new_server(uv_loop_t *loop, const fedc_conn_options *opts,
                                  const fedc_conn_callbacks *cbs, void *data);
 

@@ -3,10 +3,12 @@
  * and hands only verified connections to the application through on_open.
  *
  * A connection that fails before on_open (not TLS, no or a wrong client
- * certificate, no ALPN, timeout) is closed, logged with its peer address
- * and counted in fedc_listener_stats, and on_open is never called for it. When
- * many fail at once, the log keeps the first few per second and a summary
- * line of how many it left out.
+ * certificate, no ALPN, timeout, the peer left) is closed, logged with its
+ * peer address and counted in fedc_listener_stats, and on_open is never
+ * called for it. When many fail at once, the log keeps the first few per
+ * second and a summary line of how many it left out. A source address with
+ * max_handshakes_per_ip handshakes running gets its next connection closed
+ * at once, so that one host cannot take every handshake slot.
  *
  * Every function here must be called on the thread that runs the loop. */
 #ifndef FEDC_NET_LISTENER_H
@@ -26,18 +28,32 @@ typedef struct fedc_listener_options {
   fedc_conn_options conn;     /* for every accepted connection */
   int backlog;                /* listen(2) backlog; default 511 */
   uint32_t max_handshakes;    /* concurrent handshakes; default 1024 */
+
+  /* Concurrent handshakes from one source, default 16: an IPv4 address,
+   * or the /64 prefix of an IPv6 address since one host often has a whole
+   * /64. UINT32_MAX turns the limit off. */
+  uint32_t max_handshakes_per_ip;
 } fedc_listener_options;
 
-/* Listener counters; each accepted connection ends in exactly one of
- * established, rejected_busy and the failed_* fields, or is still in its
- * handshake. */
+/* Listener counters. Each accepted connection ends in exactly one of
+ * established, rejected_busy, rejected_per_ip and the failed_* fields, or
+ * is still in its handshake. */
 typedef struct fedc_listener_stats {
   uint64_t accepted;          /* TCP connections accepted */
   uint64_t established;       /* handshakes completed and passed to on_open */
   uint64_t rejected_busy;     /* closed because max_handshakes were running */
+  uint64_t rejected_per_ip;   /* closed because its source had
+                                 max_handshakes_per_ip running */
   uint64_t failed_tls;        /* handshake failed: bad certificate, not TLS */
   uint64_t failed_timeout;    /* handshake did not finish in time */
-  uint64_t failed_other;      /* peer left or socket error during handshake */
+  uint64_t failed_io;         /* peer closed or reset, or a socket error,
+                                 during the handshake */
+
+  /* accept(2) failures. With no file descriptor left (EMFILE, ENFILE) the
+   * listener stops accepting for a moment and retries, and new connections
+   * wait in the kernel's backlog meanwhile. */
+  uint64_t accept_no_fd;      /* accept(2) failed with EMFILE or ENFILE */
+  uint64_t accept_failed;     /* any other accept(2) or setup failure */
 } fedc_listener_stats;
 
 /* Binds host (an IPv4 or IPv6 literal, such as "127.0.0.1", "::" or

@@ -8,10 +8,12 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -391,10 +393,12 @@ static void raw_on_connect(uv_connect_t *req, int status)
                    0);
 }
 
-static void raw_connect(struct harness *h, struct raw_client *r,
-                        const char *payload)
+/* Connects from source, an IPv4 loopback address such as 127.0.0.2, or
+ * from the address the kernel picks when source is NULL. */
+static void raw_connect_from(struct harness *h, struct raw_client *r,
+                             const char *payload, const char *source)
 {
-  struct sockaddr_in addr;
+  struct sockaddr_in addr, from;
 
   memset(r, 0, sizeof(*r));
   r->h = h;
@@ -402,11 +406,22 @@ static void raw_connect(struct harness *h, struct raw_client *r,
   ck_assert_int_eq(uv_ip4_addr("127.0.0.1", h->port, &addr), 0);
   ck_assert_int_eq(uv_tcp_init(&h->loop, &r->tcp), 0);
   r->tcp.data = r;
+  if (source != NULL) {
+    ck_assert_int_eq(uv_ip4_addr(source, 0, &from), 0);
+    ck_assert_int_eq(uv_tcp_bind(&r->tcp, (const struct sockaddr *)&from, 0),
+                     0);
+  }
   r->connect_req.data = r;
   ck_assert_int_eq(uv_tcp_connect(&r->connect_req, &r->tcp,
                                   (const struct sockaddr *)&addr,
                                   raw_on_connect),
                    0);
+}
+
+static void raw_connect(struct harness *h, struct raw_client *r,
+                        const char *payload)
+{
+  raw_connect_from(h, r, payload, NULL);
 }
 
 /* --- Raw TLS clients ----------------------------------------------------- */
@@ -1234,10 +1249,11 @@ static int log_count(const char *text)
 
 START_TEST(tls_failed_handshake_log_limited)
 {
+  fedc_listener_options opts = { .max_handshakes_per_ip = UINT32_MAX };
   static struct raw_client raws[FLOOD];
   struct harness h;
 
-  harness_init(&h, "127.0.0.1", NULL);
+  harness_init(&h, "127.0.0.1", &opts);
   h.closes_expected = FLOOD;
   for (int i = 0; i < FLOOD; i++)
     raw_connect(&h, &raws[i], "not TLS, just text\r\n");
@@ -1285,6 +1301,143 @@ START_TEST(tls_max_handshakes_enforced)
   ck_assert_uint_eq(h.stats.rejected_busy, 1);
   ck_assert_uint_eq(h.stats.failed_timeout, 1);
   ck_assert(log_contains("handshakes running, the maximum"));
+}
+END_TEST
+
+#define IDLE_FROM_ONE_IP 5
+
+/* Connects the honest client while the idle ones hold their slots. */
+static void connect_honest_client(uv_timer_t *timer)
+{
+  struct harness *h = timer->data;
+
+  good_client(h, "client-0001");
+  uv_close((uv_handle_t *)timer, NULL);
+}
+
+START_TEST(tls_per_ip_limit_spares_others)
+{
+  fedc_listener_options opts = { .max_handshakes_per_ip = 3,
+                                 .conn.handshake_timeout_ms = 1000 };
+  struct raw_client idle[IDLE_FROM_ONE_IP];
+  uint64_t start_ms;
+  uv_timer_t later;
+  struct harness h;
+  int early = 0;
+
+  harness_init(&h, "127.0.0.1", &opts);
+  h.server_open = close_peer;
+  h.closes_expected = IDLE_FROM_ONE_IP + 2;
+  uv_update_time(&h.loop);
+  start_ms = uv_now(&h.loop);
+  /* 127.0.0.2 is loopback too, and a different source than the client's
+   * 127.0.0.1. */
+  for (int i = 0; i < IDLE_FROM_ONE_IP; i++)
+    raw_connect_from(&h, &idle[i], NULL, "127.0.0.2");
+  uv_timer_init(&h.loop, &later);
+  later.data = &h;
+  uv_timer_start(&later, connect_honest_client, 200, 0);
+  harness_run(&h);
+
+  ck_assert_int_eq(h.clients[0].opened, 1);
+  ck_assert_str_eq(h.servers[0].identity, "client-0001");
+  ck_assert_uint_eq(h.stats.accepted, IDLE_FROM_ONE_IP + 1);
+  ck_assert_uint_eq(h.stats.rejected_per_ip, IDLE_FROM_ONE_IP - 3);
+  ck_assert_uint_eq(h.stats.failed_timeout, 3);
+  ck_assert_uint_eq(h.stats.established, 1);
+  /* The rejected ones are closed at once, the others at the timeout. */
+  for (int i = 0; i < IDLE_FROM_ONE_IP; i++) {
+    ck_assert_int_eq(idle[i].ended, 1);
+    early += idle[i].ended_ms - start_ms < 500;
+  }
+  ck_assert_int_eq(early, IDLE_FROM_ONE_IP - 3);
+  ck_assert(log_contains("handshakes running from its address"));
+}
+END_TEST
+
+/* Opens a blocking TCP connection to the listener without libuv; the
+ * kernel completes it in the listen backlog. */
+static int plain_connect(uint16_t port)
+{
+  struct sockaddr_in addr = { .sin_family = AF_INET };
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  ck_assert_int_ge(fd, 0);
+  addr.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+  return fd;
+}
+
+/* Runs the loop until the listener's counter at offset reaches target. */
+static void run_until_stat(struct harness *h, size_t offset, uint64_t target)
+{
+  fedc_listener_stats stats;
+
+  for (;;) {
+    fedc_listener_get_stats(h->listener, &stats);
+    if (*(const uint64_t *)((const char *)&stats + offset) >= target)
+      return;
+    uv_run(&h->loop, UV_RUN_ONCE);
+  }
+}
+
+#define FILLER_MAX 4096
+
+START_TEST(tls_accept_resumes_after_emfile)
+{
+  fedc_listener_options opts = { .conn.handshake_timeout_ms = 5000 };
+  static int fillers[FILLER_MAX];
+  struct rlimit saved, low;
+  struct harness h;
+  int nfillers = 0, client, null_fd;
+
+  harness_init(&h, "127.0.0.1", &opts);
+  h.server_open = close_peer;
+  h.closes_expected = 2;
+  client = plain_connect(h.port);
+  null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ck_assert_int_ge(null_fd, 0);
+
+  /* Leave the process without a free descriptor. */
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  low = saved;
+  low.rlim_cur = (rlim_t)null_fd + 64;
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  for (;;) {
+    int fd = dup(null_fd);
+
+    if (fd < 0)
+      break;
+    ck_assert_int_lt(nfillers, FILLER_MAX);
+    fillers[nfillers++] = fd;
+  }
+  ck_assert_int_eq(errno, EMFILE);
+
+  run_until_stat(&h, offsetof(fedc_listener_stats, accept_no_fd), 1);
+
+  /* Descriptors free up: the waiting connection is accepted. */
+  for (int i = 0; i < 16; i++)
+    close(fillers[--nfillers]);
+  ck_assert(log_contains("cannot accept connections on 127.0.0.1:"));
+  ck_assert(log_contains("Too many open files"));
+  run_until_stat(&h, offsetof(fedc_listener_stats, accepted), 1);
+  ck_assert(log_contains("accepting connections on 127.0.0.1:"));
+
+  /* It leaves during its handshake, and an honest client is served. */
+  close(client);
+  run_until_stat(&h, offsetof(fedc_listener_stats, failed_io), 1);
+  good_client(&h, "client-0001");
+  harness_run(&h);
+  ck_assert_int_eq(h.clients[0].opened, 1);
+  ck_assert_uint_eq(h.stats.established, 1);
+  ck_assert_uint_ge(h.stats.accept_no_fd, 1);
+  ck_assert_uint_eq(h.stats.accept_failed, 0);
+
+  while (nfillers > 0)
+    close(fillers[--nfillers]);
+  close(null_fd);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &saved), 0);
 }
 END_TEST
 
@@ -1370,6 +1523,8 @@ int main(void)
   tcase_add_test(tc, tls_listener_free_drops_handshakes);
   tcase_add_test(tc, tls_failed_handshake_log_limited);
   tcase_add_test(tc, tls_max_handshakes_enforced);
+  tcase_add_test(tc, tls_per_ip_limit_spares_others);
+  tcase_add_test(tc, tls_accept_resumes_after_emfile);
   tcase_add_test(tc, tls_bad_files_named);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
