@@ -17,6 +17,7 @@ static const char *const reject_names[FEDC_REJECT_COUNT] = {
   [FEDC_REJECT_DUPLICATE_RESULT] = "duplicate_result",
   [FEDC_REJECT_SHAPE] = "shape",
   [FEDC_REJECT_NONFINITE] = "nonfinite",
+  [FEDC_REJECT_UPDATE_NORM] = "update_norm",
   [FEDC_REJECT_CHUNK] = "chunk",
   [FEDC_REJECT_INTERNAL] = "internal",
 };

@@ -37,6 +37,7 @@ enum fedc_server_reject {
   FEDC_REJECT_DUPLICATE_RESULT,  /* second result in one round */
   FEDC_REJECT_SHAPE,             /* update names, dtypes or shapes wrong */
   FEDC_REJECT_NONFINITE,         /* NaN or Inf in an update */
+  FEDC_REJECT_UPDATE_NORM,       /* update L2 norm above max_update_norm */
   FEDC_REJECT_CHUNK,             /* chunk stream out of order or malformed */
   FEDC_REJECT_INTERNAL,          /* the engine failed, e.g. out of memory */
   FEDC_REJECT_COUNT
@@ -44,7 +45,7 @@ enum fedc_server_reject {
 
 /* Returns a short name for metric labels: "none", "version", "message",
  * "duplicate_client", "stale", "not_sampled", "duplicate_result", "shape",
- * "nonfinite", "chunk" or "internal". */
+ * "nonfinite", "update_norm", "chunk" or "internal". */
 const char *fedc_server_reject_name(enum fedc_server_reject reject);
 
 /* The JSON-Lines metrics of one round. */
@@ -82,7 +83,8 @@ enum fedc_server_action_kind {
   FEDC_SERVER_ACTION_CHECKPOINT,   /* checkpoint: save model and state as
                                       of round completed rounds */
   FEDC_SERVER_ACTION_ROUND_FINISHED,  /* round_finished: write metrics */
-  FEDC_SERVER_ACTION_DONE,         /* done: no more rounds; reason */
+  FEDC_SERVER_ACTION_DONE,         /* done: no more rounds; reason and
+                                      whether the run failed */
 };
 
 typedef struct fedc_server_action {
@@ -118,6 +120,8 @@ typedef struct fedc_server_action {
     fedc_round_metrics round_finished;
     struct {
       char reason[FEDC_REASON_MAX];
+      bool failed;               /* the run failed: the driver should exit
+                                    with a non-zero status */
     } done;
   };
 } fedc_server_action;

@@ -164,11 +164,31 @@ static int report(fedc_server_engine *e, const fedc_round_metrics *m,
   return fedc_round_push_finished(m, out);
 }
 
-/* After the last round: cancels the tasks still out and ends the run,
- * or waits for the outstanding evaluation. */
+/* The reason of the DONE that ends the run: the last round, or a drain. */
+static const char *final_reason(const fedc_server_engine *e)
+{
+  return e->draining ? "server shutting down" : "all rounds finished";
+}
+
+/* Ends the run once no evaluation is outstanding. */
+static int done_unless_evaluating(fedc_server_engine *e,
+                                  fedc_server_actions *out)
+{
+  if (e->async.eval_round != 0) {
+    e->phase = FEDC_SERVER_EVALUATING;
+    return 0;
+  }
+  return fedc_round_done(e, final_reason(e),
+                         !e->draining && fedc_round_run_failed(e), out);
+}
+
+/* After the last round or a drain: cancels the tasks still out and ends
+ * the run, or waits for the outstanding evaluation. */
 static int close_final(fedc_server_engine *e, uint64_t now_ms,
                        fedc_server_actions *out)
 {
+  const char *reason = e->draining ? "server shutting down"
+                                   : "training finished";
   int rc = fedc_round_cancel_timer(&e->async.timer, out);
 
   e->async.final_closed = true;
@@ -177,28 +197,29 @@ static int close_final(fedc_server_engine *e, uint64_t now_ms,
 
     if (peer->state == FEDC_PEER_TRAINING ||
         peer->state == FEDC_PEER_UPLOADING)
-      rc = fedc_round_cancel_task(e, peer, now_ms, "training finished", out);
+      rc = fedc_round_cancel_task(e, peer, now_ms, reason, out);
   }
   if (rc < 0)
     return rc;
-  if (e->async.eval_round == 0)
-    return fedc_round_done(e, "all rounds finished", out);
-  e->phase = FEDC_SERVER_EVALUATING;
-  return 0;
+  return done_unless_evaluating(e, out);
 }
 
-/* Applies the full buffer, checkpoints and reports the round. */
-static int flush(fedc_server_engine *e, uint64_t now_ms,
-                 fedc_server_actions *out)
+/* Applies the buffer, then checkpoints the round and reports it. A buffer
+ * whose step would put NaN or Inf into the model is dropped, and the
+ * round is reported as abandoned without a checkpoint. */
+static int apply_buffer(fedc_server_engine *e, uint64_t now_ms,
+                        fedc_server_actions *out)
 {
   fedc_round_state *r = &e->round;
-  int rc = fedc_round_apply(e);
+  int rc = fedc_round_apply(e, false);
 
   if (rc < 0) {
     fedc_agg_begin(e->agg);
     fedc_round_fill_metrics(e, false, "update not applied: %s",
                             fedc_strerror(rc));
     e->stats.rounds_abandoned++;
+    if (rc == FEDC_ENONFINITE)
+      e->stats.rounds_rolled_back++;
     fedc_warn(LOG_COMPONENT, "round abandoned, model unchanged round=%llu "
               "reason=\"%s\"", (unsigned long long)r->id, r->metrics.reason);
   } else {
@@ -210,15 +231,60 @@ static int flush(fedc_server_engine *e, uint64_t now_ms,
   r->metrics.seconds = (double)(now_ms - r->started_ms) / 1000.0;
   e->last_round = r->id;
 
-  rc = fedc_round_push_checkpoint(e, out);
+  rc = r->metrics.aggregated ? fedc_round_push_checkpoint(e, out) : 0;
   if (rc == 0)
     rc = report(e, &r->metrics, out);
+  return rc;
+}
+
+/* Applies the full buffer and opens the next one, or ends the run after
+ * the last round. */
+static int flush(fedc_server_engine *e, uint64_t now_ms,
+                 fedc_server_actions *out)
+{
+  int rc = apply_buffer(e, now_ms, out);
+
   if (rc < 0)
     return rc;
-  if (e->config.total_rounds > 0 && r->id >= e->config.total_rounds)
+  if (e->config.total_rounds > 0 && e->round.id >= e->config.total_rounds)
     return close_final(e, now_ms, out);
   begin_buffer(e, now_ms);
   return 0;
+}
+
+/* Ends a drain: applies a partial buffer, if it holds any update, then
+ * cancels the tasks still out and ends the run. */
+static int finish_drain(fedc_server_engine *e, uint64_t now_ms,
+                        fedc_server_actions *out)
+{
+  int rc = 0;
+
+  if (e->phase == FEDC_SERVER_TRAINING && e->round.reported > 0)
+    rc = apply_buffer(e, now_ms, out);
+  if (rc < 0)
+    return rc;
+  return close_final(e, now_ms, out);
+}
+
+int fedc_async_drain(fedc_server_engine *e, uint64_t now_ms,
+                     fedc_server_actions *out)
+{
+  if (e->async.final_closed || e->phase == FEDC_SERVER_DONE)
+    return 0;
+  if (e->stats.training_now == 0)
+    return finish_drain(e, now_ms, out);
+  return 0;
+}
+
+int fedc_async_drain_timeout(fedc_server_engine *e, uint64_t now_ms,
+                             fedc_server_actions *out)
+{
+  e->drain_timer = 0;
+  if (e->async.final_closed || e->phase == FEDC_SERVER_DONE)
+    return 0;
+  fedc_warn(LOG_COMPONENT, "drain timeout passed round=%llu tasks_out=%u",
+            (unsigned long long)e->round.id, e->stats.training_now);
+  return finish_drain(e, now_ms, out);
 }
 
 int fedc_async_settle(fedc_server_engine *e, uint64_t now_ms,
@@ -230,6 +296,14 @@ int fedc_async_settle(fedc_server_engine *e, uint64_t now_ms,
 
   if (!e->started || e->phase == FEDC_SERVER_DONE || e->async.final_closed)
     return 0;
+  if (e->draining) {
+    if (e->round.reported >= k) {
+      rc = flush(e, now_ms, out);
+      if (rc < 0 || e->async.final_closed)
+        return rc;
+    }
+    return fedc_async_drain(e, now_ms, out);
+  }
   if (e->phase == FEDC_SERVER_WAITING) {
     uint64_t need = e->config.min_clients > 0 ? e->config.min_clients : 1;
 
@@ -319,7 +393,7 @@ int fedc_async_evaluated(fedc_server_engine *e, uint64_t now_ms,
   if (rc < 0)
     return rc;
   if (a->final_closed && a->eval_round == 0)
-    return fedc_round_done(e, "all rounds finished", out);
+    return done_unless_evaluating(e, out);
   return fedc_async_settle(e, now_ms, out);
 }
 

@@ -29,6 +29,10 @@ void fedc_server_engine_config_default(fedc_server_engine_config *config)
   config->quorum_count = 1;
   config->round_deadline_ms = 10 * 60 * 1000;
   config->total_rounds = 10;
+  config->retry_delay_ms = 1000;
+  config->retry_delay_max_ms = 60 * 1000;
+  config->max_abandoned_rounds = 10;
+  config->max_update_norm = 1e4;
   config->evaluate_every = 1;
   config->train.local_epochs = 1;
   config->train.batch_size = 32;
@@ -219,6 +223,14 @@ int fedc_server_engine_config_check(const fedc_server_engine_config *c,
   if (c->round_deadline_ms == 0 || c->chunk_bytes == 0)
     return invalid(reason, size, "round deadline and chunk_bytes must be "
                    "above 0");
+  if (!(c->max_update_norm >= 0.0))
+    return invalid(reason, size, "max_update_norm %g is negative or NaN",
+                   c->max_update_norm);
+  if (c->retry_delay_max_ms < c->retry_delay_ms)
+    return invalid(reason, size, "retry_delay_max_ms %llu is below "
+                   "retry_delay_ms %llu",
+                   (unsigned long long)c->retry_delay_max_ms,
+                   (unsigned long long)c->retry_delay_ms);
   if (c->max_frame_bytes > 0 &&
       c->chunk_bytes > c->max_frame_bytes - CHUNK_OVERHEAD_BYTES)
     return invalid(reason, size, "chunk_bytes %u does not fit in frames of "
@@ -299,6 +311,7 @@ void fedc_server_engine_free(fedc_server_engine **engine)
   fedc_peers_close(&e->peers);
   fedc_async_close(e);
   fedc_agg_free(&e->agg);
+  fedc_round_forget_previous(e);
   fedc_snapshot_unref(&e->global);
   free(e->scratch);
   free(e);
@@ -409,6 +422,12 @@ static int on_hello(fedc_server_engine *e, fedc_peer *peer,
     return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
                        FEDC__ERROR_CODE__BAD_MESSAGE, "invalid client id: "
                        "expected 1 to %d printable characters", FEDC_ID_MAX);
+  /* A client without training data could be sampled but never report. */
+  if (hello->num_examples == 0)
+    return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "Hello with "
+                       "num_examples 0: a client without training data "
+                       "cannot train");
   if (peer->identity[0] != '\0' &&
       strcmp(peer->identity, hello->client_id) != 0)
     return reject_peer(e, out, peer, FEDC_REJECT_MESSAGE,
@@ -527,6 +546,90 @@ static void discard_too_stale(fedc_server_engine *e, fedc_peer *peer,
   e->idle_peers++;
 }
 
+/* Formats a shape from a peer as "[2, 3]", at most FEDC_TENSOR_MAX_DIMS
+ * dimensions, then "...". */
+static void format_shape(char *out, size_t size, const uint64_t *shape,
+                         size_t ndim)
+{
+  size_t n = 0;
+
+  n += (size_t)snprintf(out, size, "[");
+  for (size_t d = 0; d < ndim && n < size; d++) {
+    if (d == FEDC_TENSOR_MAX_DIMS) {
+      n += (size_t)snprintf(out + n, size - n, ", ...");
+      break;
+    }
+    n += (size_t)snprintf(out + n, size - n, "%s%llu", d > 0 ? ", " : "",
+                          (unsigned long long)shape[d]);
+  }
+  if (n < size)
+    snprintf(out + n, size - n, "]");
+}
+
+static bool same_shape(const Fedc__TensorSpec *spec, const fedc_tensor *t)
+{
+  if (spec->n_shape != (size_t)t->ndim)
+    return false;
+  for (size_t d = 0; d < spec->n_shape; d++)
+    if (spec->shape[d] != t->shape[d])
+      return false;
+  return true;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void format_reason(char *reason, size_t size, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(reason, size, fmt, ap);
+  va_end(ap);
+}
+
+/* Compares the tensors a FitResult announces with the model's, in order,
+ * before the size limits of the assembler apply, so that a wrong dtype or
+ * shape is reported as such. Writes the first difference to reason and
+ * returns false, or returns true when the layouts match. */
+static bool specs_match_model(Fedc__TensorSpec *const *specs, size_t n,
+                              const fedc_tensor_list *model, char *reason,
+                              size_t size)
+{
+  char name[FEDC_TENSOR_NAME_MAX], got[128], want[128];
+
+  if (n != model->count) {
+    format_reason(reason, size, "update announces %zu tensors, the model has %zu",
+             n, model->count);
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const Fedc__TensorSpec *spec = specs[i];
+    const fedc_tensor *t = &model->items[i];
+
+    copy_printable(name, sizeof(name), spec->name);
+    if (!spec->name || strcmp(spec->name, t->name) != 0) {
+      format_reason(reason, size, "update tensor %zu is named \"%s\", expected "
+               "%s", i, name, t->name);
+      return false;
+    }
+    if ((int)spec->dtype != (int)t->dtype) {
+      const char *dtype = fedc_dtype_name((enum fedc_dtype)spec->dtype);
+
+      format_reason(reason, size, "update tensor %s has dtype %s, expected %s",
+               t->name, dtype ? dtype : "(unknown)",
+               fedc_dtype_name(t->dtype));
+      return false;
+    }
+    if (!same_shape(spec, t)) {
+      format_shape(got, sizeof(got), spec->shape, spec->n_shape);
+      format_shape(want, sizeof(want), t->shape, (size_t)t->ndim);
+      format_reason(reason, size, "update tensor %s has shape %s, expected %s",
+               t->name, got, want);
+      return false;
+    }
+  }
+  return true;
+}
+
 static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
                          const Fedc__FitResult *r, fedc_server_actions *out)
 {
@@ -546,6 +649,11 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
     discard_too_stale(e, peer, r->n_update > 0);
     return 0;
   }
+  if (!specs_match_model(r->update, r->n_update, model, reason,
+                         sizeof(reason)))
+    return reject_peer(e, out, peer, FEDC_REJECT_SHAPE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "update does not match "
+                       "the model: %s", reason);
   rc = fedc_assembler_new(peer->task_round, FEDC__STREAM_KIND__UPDATE,
                           r->update, r->n_update, &limits, model,
                           &peer->upload, reason, sizeof(reason));
@@ -572,7 +680,9 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
 static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
                          uint64_t now_ms, fedc_server_actions *out)
 {
+  double limit = e->config.max_update_norm;
   fedc_tensor_list update;
+  double norm;
   int rc;
 
   /* Server steps applied while the update streamed in may have made it
@@ -584,9 +694,21 @@ static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
   fedc_tensor_list_init(&update);
   rc = fedc_assembler_take(peer->upload, &update);
   fedc_assembler_free(&peer->upload);
+  norm = rc == 0 ? fedc_round_update_norm(&update) : 0.0;
+  if (rc == 0 && limit > 0.0 && !(norm <= limit)) {
+    fedc_tensor_list_close(&update);
+    return reject_peer(e, out, peer, FEDC_REJECT_UPDATE_NORM,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "update L2 norm %.4g "
+                       "exceeds max_update_norm %.4g", norm, limit);
+  }
   if (rc == 0)
     rc = fedc_round_accept(e, peer, &update, now_ms);
   fedc_tensor_list_close(&update);
+  if (rc == 0)
+    fedc_debug(LOG_COMPONENT, "update accepted client=%s round=%llu "
+               "norm=%.4g examples=%llu", peer->client_id,
+               (unsigned long long)e->round.id, norm,
+               (unsigned long long)peer->result_examples);
 
   if (rc == FEDC_ESHAPE)
     return reject_peer(e, out, peer, FEDC_REJECT_SHAPE,
@@ -724,7 +846,7 @@ int fedc_server_engine_start(fedc_server_engine *engine, uint64_t now_ms,
     return 0;
   e->started = true;
   if (e->config.total_rounds > 0 && e->last_round >= e->config.total_rounds)
-    return fedc_round_done(e, "all rounds finished", out);
+    return fedc_round_done(e, "all rounds finished", false, out);
   return fedc_round_settle(e, now_ms, out);
 }
 
@@ -740,6 +862,8 @@ int fedc_server_engine_connected(fedc_server_engine *engine, uint64_t now_ms,
     return FEDC_EINVAL;
   if (e->phase == FEDC_SERVER_DONE)
     return fedc_round_goodbye(peer, "", "training finished", out);
+  if (e->draining)
+    return fedc_round_goodbye(peer, "", "server shutting down", out);
   rc = fedc_peers_add(&e->peers, peer, &p);
   if (rc < 0)
     return rc;
@@ -789,6 +913,18 @@ int fedc_server_engine_received(fedc_server_engine *engine, uint64_t now_ms,
 int fedc_server_engine_timer(fedc_server_engine *engine, uint64_t now_ms,
                              uint64_t timer, fedc_server_actions *out)
 {
+  int rc;
+
+  if (timer != 0 && timer == engine->retry_timer) {
+    engine->retry_timer = 0;
+    return fedc_round_settle(engine, now_ms, out);
+  }
+  if (timer != 0 && timer == engine->drain_timer) {
+    rc = fedc_engine_is_async(engine)
+         ? fedc_async_drain_timeout(engine, now_ms, out)
+         : fedc_round_drain_timeout(engine, now_ms, out);
+    return rc;
+  }
   if (fedc_engine_is_async(engine))
     return fedc_async_timer(engine, now_ms, timer, out);
   if (engine->phase != FEDC_SERVER_TRAINING || timer == 0 ||
@@ -825,7 +961,34 @@ int fedc_server_engine_shutdown(fedc_server_engine *engine, uint64_t now_ms,
   if (rc < 0 || engine->phase == FEDC_SERVER_DONE)
     return rc;
   return fedc_round_done(engine, reason ? reason : "server shutting down",
-                         out);
+                         false, out);
+}
+
+int fedc_server_engine_drain(fedc_server_engine *engine, uint64_t now_ms,
+                             uint64_t timeout_ms, fedc_server_actions *out)
+{
+  fedc_server_engine *e = engine;
+  bool open = e->phase == FEDC_SERVER_TRAINING ||
+              e->phase == FEDC_SERVER_EVALUATING;
+  int rc;
+
+  if (e->phase == FEDC_SERVER_DONE || e->draining)
+    return 0;
+  e->draining = true;
+  rc = fedc_round_cancel_timer(&e->retry_timer, out);
+  if (rc < 0)
+    return rc;
+  fedc_info(LOG_COMPONENT, "draining round=%llu phase=%s timeout_ms=%llu",
+            (unsigned long long)e->round.id, open ? "open" : "between rounds",
+            (unsigned long long)timeout_ms);
+  if (fedc_engine_is_async(e)) {
+    rc = fedc_round_start_drain_timer(e, timeout_ms, out);
+    return rc < 0 ? rc : fedc_async_settle(e, now_ms, out);
+  }
+  if (!open)
+    return fedc_round_done(e, "server shutting down", false, out);
+  rc = fedc_round_start_drain_timer(e, timeout_ms, out);
+  return rc < 0 ? rc : fedc_round_settle(e, now_ms, out);
 }
 
 enum fedc_server_phase fedc_server_engine_phase(const fedc_server_engine *e)

@@ -19,7 +19,11 @@
  * be reached, or at the deadline. Clients still training at the close get
  * a Cancel and are idle again; their late results are discarded and
  * counted. A round that closes with fewer results than the quorum is
- * abandoned and leaves the model unchanged.
+ * abandoned and leaves the model unchanged. So is a round whose aggregate
+ * would put NaN or Inf into the model, or whose new model has a NaN or
+ * Inf test loss: the engine rolls back to the previous model and optimizer
+ * state before the round is checkpointed. Abandoned rounds write no
+ * checkpoint, and the next round waits a growing delay.
  *
  * Asynchronous modes: clients train whenever they are idle, up to
  * max_concurrency at once. FedBuff applies every buffer of K updates,
@@ -40,7 +44,9 @@
  * chunk cannot poison the sum, and one copy (M) of an older global model
  * while a stream of it is still being sent after the model changed. With
  * FedAvg the peak is M x (3 + updates in flight), plus M while a stream
- * lags behind a round. */
+ * lags behind a round. While a synchronous round is evaluated the model
+ * before it (M) and the strategy's optimizer state before it are kept too,
+ * for the rollback. */
 #ifndef FEDC_SERVER_ENGINE_H
 #define FEDC_SERVER_ENGINE_H
 
@@ -148,7 +154,22 @@ typedef struct fedc_server_engine_config {
                                 the stragglers' results (over-selection) */
   uint64_t round_deadline_ms;
 
-  uint64_t total_rounds;     /* round ids 1..total_rounds; 0: no end */
+  /* Abandoned rounds. After one, the next round waits retry_delay_ms,
+   * doubled for each further abandoned round in a row and capped at
+   * retry_delay_max_ms, so that clients that fail at once cannot spin the
+   * server. After max_abandoned_rounds in a row the run stops and fails
+   * (DONE with failed set); 0: no limit. */
+  uint64_t retry_delay_ms;
+  uint64_t retry_delay_max_ms;
+  uint32_t max_abandoned_rounds;
+
+  /* Updates whose L2 norm exceeds this are rejected (FEDC_REJECT_UPDATE_NORM)
+   * before they reach the aggregate; 0: no bound. The norm is of the
+   * update as the client sent it, before any staleness scaling. */
+  double max_update_norm;
+
+  uint64_t total_rounds;     /* round ids 1..total_rounds; 0: no end.
+                                Abandoned rounds count too */
   uint32_t evaluate_every;   /* evaluate after every Nth aggregated round
                                 and after the last one; 0: never */
   uint64_t seed;             /* cohort sampling; round r uses stream r */
@@ -174,7 +195,10 @@ typedef struct fedc_server_stats {
   uint64_t peers;                 /* connected now, registered or not */
   uint64_t clients;               /* registered by a Hello now */
   uint64_t rounds_aggregated;
-  uint64_t rounds_abandoned;
+  uint64_t rounds_abandoned;      /* rolled-back rounds included */
+  uint64_t rounds_rolled_back;    /* aggregated, then the new model was
+                                     discarded: NaN or Inf in it or in its
+                                     test loss */
   uint64_t results_accepted;
   uint64_t clients_lost;          /* sampled clients that left their round
                                      before reporting: lost, closed or
@@ -201,7 +225,8 @@ typedef struct fedc_server_stats {
  * Poisson q 0.1; Oort exploration 0.9 down to 0.2, alpha 2, T measured,
  * pacer window 5 rounds; FedBuff K 10, FedAsync alpha 0.5, polynomial
  * staleness with a = 0.5 (1 / sqrt(1 + t)), hinge b 4, no maximum
- * staleness. */
+ * staleness; retry delay 1 s doubling up to 60 s, at most 10 abandoned
+ * rounds in a row, max_update_norm 1e4. */
 void fedc_server_engine_config_default(fedc_server_engine_config *config);
 
 /* Checks a config without building an engine. Returns 0, or FEDC_EINVAL
@@ -273,6 +298,17 @@ int fedc_server_engine_evaluated(fedc_server_engine *engine, uint64_t now_ms,
                                  uint64_t round,
                                  const fedc_server_eval *result,
                                  fedc_server_actions *out);
+
+/* Drains for a graceful stop: no new round starts and new connections get
+ * a Goodbye at once, but the open round still closes, as soon as its
+ * quorum has reported, at its deadline or after timeout_ms, whichever
+ * comes first. It is then aggregated (or abandoned), evaluated when due and
+ * checkpointed, and the engine ends with Goodbyes and DONE (not failed).
+ * In the asynchronous modes no new task is sent; once the tasks out have
+ * reported, or at the timeout, the partial buffer is applied. Without an
+ * open round it ends at once. */
+int fedc_server_engine_drain(fedc_server_engine *engine, uint64_t now_ms,
+                             uint64_t timeout_ms, fedc_server_actions *out);
 
 /* Stops: drops an open round, sends every peer a Goodbye and closes it,
  * cancels the deadline and ends with DONE. Later connections are closed

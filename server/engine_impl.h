@@ -95,6 +95,16 @@ struct fedc_server_engine {
   fedc_async_state async;
   uint64_t next_task_seq;
 
+  /* The model and optimizer state before the round being evaluated, kept
+   * so that a NaN or Inf test loss can roll the round back. */
+  fedc_snapshot *previous;
+  fedc_tensor_list previous_state;
+
+  uint32_t abandoned_in_row; /* rounds abandoned since the last aggregated */
+  uint64_t retry_timer;      /* delay after an abandoned round; 0: none */
+  bool draining;             /* fedc_server_engine_drain() was called */
+  uint64_t drain_timer;      /* drain timeout; 0: none pending */
+
   fedc_server_stats stats;
 };
 
@@ -125,8 +135,19 @@ int fedc_round_cancel_task(fedc_server_engine *e, fedc_peer *peer,
 /* Emits CANCEL_TIMER for *timer unless it is 0, and clears it. */
 int fedc_round_cancel_timer(uint64_t *timer, fedc_server_actions *out);
 
-/* Applies the aggregate to the global model. */
-int fedc_round_apply(fedc_server_engine *e);
+/* Applies the aggregate to the global model. With keep_previous the model
+ * and optimizer state before it are kept in e->previous and
+ * e->previous_state for fedc_round_roll_back(). */
+int fedc_round_apply(fedc_server_engine *e, bool keep_previous);
+
+/* Restores the model and optimizer state kept by fedc_round_apply(). */
+int fedc_round_roll_back(fedc_server_engine *e);
+
+/* Drops what fedc_round_apply() kept. */
+void fedc_round_forget_previous(fedc_server_engine *e);
+
+/* Returns the L2 norm of the F32 and F64 values of update, in double. */
+double fedc_round_update_norm(const fedc_tensor_list *update);
 
 /* Fills the open round's metrics. */
 void fedc_round_fill_metrics(fedc_server_engine *e, bool aggregated,
@@ -194,6 +215,11 @@ void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer);
 int fedc_round_settle(fedc_server_engine *e, uint64_t now_ms,
                       fedc_server_actions *out);
 
+/* Closes the open synchronous round, or finishes the one being evaluated,
+ * when the drain timeout fires. */
+int fedc_round_drain_timeout(fedc_server_engine *e, uint64_t now_ms,
+                             fedc_server_actions *out);
+
 /* Closes the open round at its deadline. */
 int fedc_round_deadline(fedc_server_engine *e, uint64_t now_ms,
                         fedc_server_actions *out);
@@ -217,8 +243,26 @@ int fedc_round_stop(fedc_server_engine *e, uint64_t now_ms,
 int fedc_round_goodbye(uint64_t peer, const char *client_id,
                        const char *reason, fedc_server_actions *out);
 
-/* Says Goodbye to and closes every peer, then emits DONE. */
-int fedc_round_done(fedc_server_engine *e, const char *reason,
+/* Says Goodbye to and closes every peer, cancels the engine's own timers,
+ * then emits DONE with failed set as given. */
+int fedc_round_done(fedc_server_engine *e, const char *reason, bool failed,
                     fedc_server_actions *out);
+
+/* Returns whether the run that ends now has failed: it closed rounds but
+ * aggregated none of them. */
+bool fedc_round_run_failed(const fedc_server_engine *e);
+
+/* Starts the drain timeout of timeout_ms. */
+int fedc_round_start_drain_timer(fedc_server_engine *e, uint64_t timeout_ms,
+                                 fedc_server_actions *out);
+
+/* Drain in the asynchronous modes: ends the run once no task is out. */
+int fedc_async_drain(fedc_server_engine *e, uint64_t now_ms,
+                     fedc_server_actions *out);
+
+/* The drain timeout in the asynchronous modes: cancels the tasks still
+ * out and applies the partial buffer. */
+int fedc_async_drain_timeout(fedc_server_engine *e, uint64_t now_ms,
+                             fedc_server_actions *out);
 
 #endif

@@ -171,7 +171,8 @@ static int maybe_start(fedc_server_engine *e, uint64_t now_ms,
     need = e->config.min_fit_clients;
   if (need == 0)
     need = 1;
-  if (!e->started || e->phase != FEDC_SERVER_WAITING || e->idle_peers < need)
+  if (!e->started || e->phase != FEDC_SERVER_WAITING || e->draining ||
+      e->retry_timer != 0 || e->idle_peers < need)
     return 0;
   rc = fedc_round_collect_idle(e, &idle);
   if (rc < 0 || idle < need)
@@ -253,6 +254,8 @@ static const char *close_reason(const fedc_server_engine *e)
     return "target count reported";
   if (e->config.close_at_quorum && r->reported >= r->required)
     return "quorum reached";
+  if (e->draining && r->reported >= r->required)
+    return "quorum reached while draining";
   if (r->reported + outstanding < r->required)
     return "quorum can no longer be reached";
   return NULL;
@@ -297,10 +300,13 @@ int fedc_round_cancel_timer(uint64_t *timer, fedc_server_actions *out)
 }
 
 /* Applies the aggregate to the global model in place, after copying the
- * model when a stream, an evaluation or a checkpoint still references it. */
-int fedc_round_apply(fedc_server_engine *e)
+ * model when a stream, an evaluation or a checkpoint still references it,
+ * or when the model before it must be kept. On error the global model,
+ * the round and the optimizer state are unchanged (fedc_agg_finish). */
+int fedc_round_apply(fedc_server_engine *e, bool keep_previous)
 {
-  fedc_tensor_list *global = fedc_snapshot_mutable(e->global);
+  fedc_tensor_list *global = keep_previous ? NULL
+                                           : fedc_snapshot_mutable(e->global);
   fedc_tensor_list copy;
   fedc_snapshot *fresh = NULL;
   int rc;
@@ -313,11 +319,61 @@ int fedc_round_apply(fedc_server_engine *e)
   if (rc == 0)
     rc = fedc_snapshot_new(&copy, &fresh);
   fedc_tensor_list_close(&copy);
-  if (rc < 0)
+  if (rc == 0 && keep_previous)
+    rc = fedc_agg_state_save(e->agg, &e->previous_state);
+  if (rc == 0)
+    rc = fedc_agg_finish(e->agg, fedc_snapshot_mutable(fresh));
+  if (rc < 0) {
+    fedc_snapshot_unref(&fresh);
+    fedc_tensor_list_close(&e->previous_state);
     return rc;
-  fedc_snapshot_unref(&e->global);
+  }
+  if (keep_previous)
+    e->previous = e->global;
+  else
+    fedc_snapshot_unref(&e->global);
   e->global = fresh;
-  return fedc_agg_finish(e->agg, fedc_snapshot_mutable(e->global));
+  return 0;
+}
+
+int fedc_round_roll_back(fedc_server_engine *e)
+{
+  int rc = fedc_agg_state_load(e->agg, &e->previous_state);
+
+  fedc_snapshot_unref(&e->global);
+  e->global = e->previous;
+  e->previous = NULL;
+  fedc_tensor_list_close(&e->previous_state);
+  return rc;
+}
+
+void fedc_round_forget_previous(fedc_server_engine *e)
+{
+  fedc_snapshot_unref(&e->previous);
+  fedc_tensor_list_close(&e->previous_state);
+}
+
+double fedc_round_update_norm(const fedc_tensor_list *update)
+{
+  double sum = 0.0;
+
+  for (size_t i = 0; i < update->count; i++) {
+    const fedc_tensor *t = &update->items[i];
+    uint64_t n = fedc_tensor_numel(t);
+
+    if (t->dtype == FEDC_DTYPE_F32) {
+      const float *x = t->data;
+
+      for (uint64_t k = 0; k < n; k++)
+        sum += (double)x[k] * x[k];
+    } else if (t->dtype == FEDC_DTYPE_F64) {
+      const double *x = t->data;
+
+      for (uint64_t k = 0; k < n; k++)
+        sum += x[k] * x[k];
+    }
+  }
+  return sqrt(sum);
 }
 
 void fedc_round_fill_metrics(fedc_server_engine *e, bool aggregated,
@@ -373,14 +429,65 @@ int fedc_round_push_finished(const fedc_round_metrics *m,
   return 0;
 }
 
-/* Checkpoints, reports the round and ends the run after the last round. */
+/* Returns the delay before the round after the nth abandoned one in a
+ * row: retry_delay_ms doubled n - 1 times, capped at retry_delay_max_ms. */
+static uint64_t retry_delay(const fedc_server_engine_config *c, uint32_t n)
+{
+  uint64_t delay = c->retry_delay_ms;
+
+  for (uint32_t i = 1; i < n && delay < c->retry_delay_max_ms; i++)
+    delay *= 2;
+  return delay < c->retry_delay_max_ms ? delay : c->retry_delay_max_ms;
+}
+
+/* After an abandoned round: ends the run when too many were abandoned in
+ * a row, otherwise holds the next round back for the retry delay. */
+static int after_abandoned(fedc_server_engine *e, fedc_server_actions *out)
+{
+  const fedc_server_engine_config *c = &e->config;
+  char reason[2 * FEDC_REASON_MAX];
+  fedc_server_action *a;
+
+  e->abandoned_in_row++;
+  if (c->max_abandoned_rounds > 0 &&
+      e->abandoned_in_row >= c->max_abandoned_rounds) {
+    snprintf(reason, sizeof(reason), "%u rounds in a row were abandoned, "
+             "the last because: %s", e->abandoned_in_row,
+             e->round.metrics.reason);
+    fedc_error(LOG_COMPONENT, "stopping: %s", reason);
+    return fedc_round_done(e, reason, true, out);
+  }
+  if (c->retry_delay_ms == 0)
+    return 0;
+  a = fedc_server_actions_push(out, FEDC_SERVER_ACTION_START_TIMER);
+  if (!a)
+    return FEDC_ENOMEM;
+  e->retry_timer = e->next_timer++;
+  a->timer.id = e->retry_timer;
+  a->timer.delay_ms = retry_delay(c, e->abandoned_in_row);
+  fedc_info(LOG_COMPONENT, "next round waits after abandoned rounds "
+            "abandoned_in_row=%u delay_ms=%llu", e->abandoned_in_row,
+            (unsigned long long)a->timer.delay_ms);
+  return 0;
+}
+
+/* Checkpoints an aggregated round, reports the round, then ends the run
+ * after the last round or a drain, or waits after an abandoned round. */
 static int finish_round(fedc_server_engine *e, uint64_t now_ms,
                         fedc_server_actions *out)
 {
-  int rc;
+  bool aggregated = e->round.metrics.aggregated;
+  int rc = 0;
 
   e->round.metrics.seconds = (double)(now_ms - e->round.started_ms) / 1000.0;
-  rc = fedc_round_push_checkpoint(e, out);
+  fedc_round_forget_previous(e);
+  if (aggregated) {
+    e->stats.rounds_aggregated++;
+    e->abandoned_in_row = 0;
+    rc = fedc_round_push_checkpoint(e, out);
+  } else {
+    e->stats.rounds_abandoned++;
+  }
   if (rc == 0)
     rc = fedc_round_push_finished(&e->round.metrics, out);
   if (rc < 0)
@@ -388,8 +495,16 @@ static int finish_round(fedc_server_engine *e, uint64_t now_ms,
   e->phase = FEDC_SERVER_WAITING;
 
   if (e->config.total_rounds > 0 && e->round.id >= e->config.total_rounds)
-    return fedc_round_done(e, "all rounds finished", out);
-  return 0;
+    return fedc_round_done(e, "all rounds finished",
+                           fedc_round_run_failed(e), out);
+  if (e->draining)
+    return fedc_round_done(e, "server shutting down", false, out);
+  return aggregated ? 0 : after_abandoned(e, out);
+}
+
+bool fedc_round_run_failed(const fedc_server_engine *e)
+{
+  return e->stats.rounds_aggregated == 0 && e->stats.rounds_abandoned > 0;
 }
 
 bool fedc_round_evaluation_due(const fedc_server_engine *e, uint64_t round)
@@ -410,9 +525,24 @@ static int abandon(fedc_server_engine *e, uint64_t now_ms, const char *cause,
   fedc_round_fill_metrics(e, false, "%u of %u sampled clients reported, "
                           "quorum %u: %s", r->reported, r->sampled,
                           r->required, cause);
-  e->stats.rounds_abandoned++;
   fedc_warn(LOG_COMPONENT, "round abandoned, model unchanged round=%llu "
             "reason=\"%s\"", (unsigned long long)r->id, r->metrics.reason);
+  return finish_round(e, now_ms, out);
+}
+
+/* Abandons a round whose aggregate was computed but not kept. */
+static int roll_back(fedc_server_engine *e, uint64_t now_ms,
+                     const char *cause, fedc_server_actions *out)
+{
+  const fedc_round_state *r = &e->round;
+
+  fedc_agg_begin(e->agg);
+  fedc_round_fill_metrics(e, false, "%s; the previous model is kept",
+                          cause);
+  e->stats.rounds_rolled_back++;
+  fedc_error(LOG_COMPONENT, "round rolled back, model unchanged round=%llu "
+             "reported=%u reason=\"%s\"", (unsigned long long)r->id,
+             r->reported, r->metrics.reason);
   return finish_round(e, now_ms, out);
 }
 
@@ -431,12 +561,14 @@ static int close_round(fedc_server_engine *e, uint64_t now_ms,
   e->last_round = r->id;
   if (r->reported < r->required || r->reported < fedc_agg_min_updates(e->agg))
     return abandon(e, now_ms, cause, out);
-  rc = fedc_round_apply(e);
+  rc = fedc_round_apply(e, fedc_round_evaluation_due(e, r->id));
+  if (rc == FEDC_ENONFINITE)
+    return roll_back(e, now_ms, "the aggregate would put NaN or Inf into "
+                     "the model", out);
   if (rc < 0)
     return abandon(e, now_ms, fedc_strerror(rc), out);
 
   fedc_round_fill_metrics(e, true, "%s", "");
-  e->stats.rounds_aggregated++;
   fedc_info(LOG_COMPONENT, "round closed round=%llu reported=%u sampled=%u "
             "reason=\"%s\"", (unsigned long long)r->id, r->reported,
             r->sampled, cause);
@@ -467,6 +599,37 @@ int fedc_round_settle(fedc_server_engine *e, uint64_t now_ms,
   return maybe_start(e, now_ms, out);
 }
 
+int fedc_round_start_drain_timer(fedc_server_engine *e, uint64_t timeout_ms,
+                                 fedc_server_actions *out)
+{
+  fedc_server_action *a = fedc_server_actions_push(
+    out, FEDC_SERVER_ACTION_START_TIMER);
+
+  if (!a)
+    return FEDC_ENOMEM;
+  e->drain_timer = e->next_timer++;
+  a->timer.id = e->drain_timer;
+  a->timer.delay_ms = timeout_ms;
+  return 0;
+}
+
+/* The drain timeout of a synchronous round: a round in training closes
+ * with the results it has, and one being evaluated finishes without test
+ * metrics, so also without the test-loss check. */
+int fedc_round_drain_timeout(fedc_server_engine *e, uint64_t now_ms,
+                             fedc_server_actions *out)
+{
+  e->drain_timer = 0;
+  fedc_warn(LOG_COMPONENT, "drain timeout passed round=%llu phase=%s",
+            (unsigned long long)e->round.id,
+            e->phase == FEDC_SERVER_TRAINING ? "training" : "evaluating");
+  if (e->phase == FEDC_SERVER_TRAINING)
+    return close_round(e, now_ms, "drain timeout passed", out);
+  if (e->phase == FEDC_SERVER_EVALUATING)
+    return fedc_round_evaluated(e, now_ms, NULL, out);
+  return 0;
+}
+
 int fedc_round_deadline(fedc_server_engine *e, uint64_t now_ms,
                         fedc_server_actions *out)
 {
@@ -485,7 +648,17 @@ int fedc_round_evaluated(fedc_server_engine *e, uint64_t now_ms,
                          fedc_server_actions *out)
 {
   fedc_round_metrics *m = &e->round.metrics;
+  char cause[FEDC_REASON_MAX];
+  int rc;
 
+  if (result && e->previous && !isfinite(result->loss)) {
+    snprintf(cause, sizeof(cause), "test loss of the aggregated model is "
+             "%g", result->loss);
+    rc = fedc_round_roll_back(e);
+    if (rc < 0)
+      return rc;
+    return roll_back(e, now_ms, cause, out);
+  }
   if (result) {
     m->evaluated = true;
     m->test_loss = result->loss;
@@ -502,6 +675,11 @@ int fedc_round_stop(fedc_server_engine *e, uint64_t now_ms,
 {
   int rc;
 
+  rc = fedc_round_cancel_timer(&e->retry_timer, out);
+  if (rc == 0)
+    rc = fedc_round_cancel_timer(&e->drain_timer, out);
+  if (rc < 0)
+    return rc;
   if (fedc_engine_is_async(e))
     return fedc_async_stop(e, out);
   if (e->phase == FEDC_SERVER_EVALUATING)
@@ -540,12 +718,14 @@ int fedc_round_goodbye(uint64_t peer, const char *client_id,
   return 0;
 }
 
-int fedc_round_done(fedc_server_engine *e, const char *reason,
+int fedc_round_done(fedc_server_engine *e, const char *reason, bool failed,
                     fedc_server_actions *out)
 {
   fedc_server_action *a;
-  int rc = 0;
+  int rc = fedc_round_cancel_timer(&e->retry_timer, out);
 
+  if (rc == 0)
+    rc = fedc_round_cancel_timer(&e->drain_timer, out);
   for (size_t k = 0; k < e->peers.count && rc == 0; k++)
     rc = fedc_round_goodbye(e->peers.items[k].id, e->peers.items[k].client_id,
                             reason, out);
@@ -562,7 +742,15 @@ int fedc_round_done(fedc_server_engine *e, const char *reason,
   if (!a)
     return FEDC_ENOMEM;
   snprintf(a->done.reason, sizeof(a->done.reason), "%s", reason);
-  fedc_info(LOG_COMPONENT, "training done round=%llu reason=\"%s\"",
-            (unsigned long long)e->last_round, reason);
+  a->done.failed = failed;
+  if (failed)
+    fedc_error(LOG_COMPONENT, "training failed round=%llu aggregated=%llu "
+               "abandoned=%llu reason=\"%s\"",
+               (unsigned long long)e->last_round,
+               (unsigned long long)e->stats.rounds_aggregated,
+               (unsigned long long)e->stats.rounds_abandoned, reason);
+  else
+    fedc_info(LOG_COMPONENT, "training done round=%llu reason=\"%s\"",
+              (unsigned long long)e->last_round, reason);
   return 0;
 }

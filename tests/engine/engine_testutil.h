@@ -31,7 +31,8 @@ typedef struct test_server {
 
 /* Server config for the tests: min_clients n, every idle client sampled,
  * quorum count n, deadline 1000 ms, 2 rounds, evaluation every round,
- * 12-byte chunks so that "w" splits into 3 + 1 elements. */
+ * 12-byte chunks so that "w" splits into 3 + 1 elements, no retry delay
+ * and no limit on abandoned rounds in a row. */
 void test_server_config(fedc_server_engine_config *config, uint32_t n);
 
 /* Creates the engine with the model holding values after completed rounds

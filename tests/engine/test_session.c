@@ -163,6 +163,7 @@ START_TEST(two_rounds_in_memory)
   for (size_t k = 0; k < CLIENTS; k++) {
     snprintf(id, sizeof(id), "c%zu", k);
     cc.hello.client_id = id;
+    cc.hello.num_examples = examples[k];
     ck_assert_int_eq(fedc_client_engine_new(&cc, &w.clients[k]), 0);
     ck_assert_int_eq(fedc_server_engine_connected(w.server, 0, k + 1, NULL,
                                                   &w.server_actions), 0);
