@@ -162,10 +162,23 @@ static void on_stop_signal(uv_signal_t *handle, int signum)
     fedc_server_peers_close_all(d);
     return;
   }
-  fedc_info(LOG_COMPONENT, "received %s, shutting down", strsignal(signum));
+  /* The first signal drains: the open round may still close and be
+   * checkpointed. A second one drops it and stops at once. */
+  if (d->draining) {
+    fedc_warn(LOG_COMPONENT, "received %s again, dropping the open round "
+              "and stopping now", strsignal(signum));
+    rc = fedc_server_engine_shutdown(d->engine, uv_now(d->loop),
+                                     "server shutting down", &d->actions);
+    fedc_server_daemon_drain(d, rc);
+    return;
+  }
+  fedc_info(LOG_COMPONENT, "received %s, draining: no new clients or rounds, "
+            "the open round may close within %lu ms", strsignal(signum),
+            d->options->drain_timeout);
+  d->draining = true;
   fedc_listener_free(&d->listener);
-  rc = fedc_server_engine_shutdown(d->engine, uv_now(d->loop),
-                                   "server shutting down", &d->actions);
+  rc = fedc_server_engine_drain(d->engine, uv_now(d->loop),
+                                d->options->drain_timeout, &d->actions);
   fedc_server_daemon_drain(d, rc);
 }
 

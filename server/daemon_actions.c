@@ -291,7 +291,13 @@ static void carry_out(fedc_server_daemon *d, fedc_server_action *a)
     round_finished(d, &a->round_finished);
     break;
   case FEDC_SERVER_ACTION_DONE:
-    fedc_info(LOG_COMPONENT, "stopping: %s", a->done.reason);
+    if (a->done.failed) {
+      fedc_error(LOG_COMPONENT, "stopping, training failed: %s",
+                 a->done.reason);
+      d->exit_status = 1;
+    } else {
+      fedc_info(LOG_COMPONENT, "stopping: %s", a->done.reason);
+    }
     fedc_server_daemon_stop(d);
     break;
   }
@@ -379,6 +385,10 @@ void fedc_server_refresh_metrics(fedc_server_daemon *d)
   set_counter(d, "fedc_server_results_late_total", NULL,
               "Results of cancelled tasks, discarded.",
               (double)s->results_late);
+  set_counter(d, "fedc_server_rounds_rolled_back_total", NULL,
+              "Rounds whose new model was discarded for NaN or Inf in it or "
+              "in its test loss; also counted as abandoned.",
+              (double)s->rounds_rolled_back);
   set_counter(d, "fedc_server_results_too_stale_total", NULL,
               "Asynchronous updates discarded for exceeding max_staleness.",
               (double)s->results_too_stale);

@@ -80,6 +80,7 @@ typedef struct fedc_server_daemon {
   uint64_t closed_bytes_sent;
   uint64_t closed_bytes_received;
 
+  bool draining;             /* a first SIGTERM or SIGINT was received */
   bool stopping;             /* shutdown or DONE seen; no new work */
   int exit_status;
 } fedc_server_daemon;

@@ -41,6 +41,21 @@ static const fedc_option option_table[] = {
       "stragglers' results, instead of waiting for every sampled client."),
   OPT(round_timeout, FEDC_OPT_UINT, "120000", "ms",
       "Deadline of a round; it then closes with the results received so far."),
+  OPT(retry_delay, FEDC_OPT_UINT, "1000", "ms",
+      "Wait after an abandoned round before the next one starts; it doubles "
+      "with each further abandoned round in a row, up to retry_delay_max."),
+  OPT(retry_delay_max, FEDC_OPT_UINT, "60000", "ms",
+      "Longest wait between abandoned rounds."),
+  OPT(max_abandoned_rounds, FEDC_OPT_UINT, "10", "rounds",
+      "Stop with exit status 1 after this many abandoned rounds in a row; "
+      "0 is no limit."),
+  OPT(max_update_norm, FEDC_OPT_DOUBLE, "10000", "",
+      "Reject a client update whose L2 norm exceeds this, counted as "
+      "reason update_norm; 0 turns the check off."),
+  OPT(drain_timeout, FEDC_OPT_UINT, "30000", "ms",
+      "On SIGTERM or SIGINT, the longest wait for the open round to close "
+      "before it closes with the results it has; a second signal stops at "
+      "once."),
   OPT(local_epochs, FEDC_OPT_UINT, "2", "epochs",
       "Passes over its local data that each client makes per round."),
   OPT(batch_size, FEDC_OPT_UINT, "32", "examples", "Mini-batch size of local training."),
@@ -137,8 +152,14 @@ static const fedc_option option_table[] = {
       "Largest frame accepted from a client; a larger one drops the client."),
   OPT(chunk_bytes, FEDC_OPT_UINT, "1048576", "bytes",
       "Tensor data per chunk message when streaming a model."),
-  OPT(handshake_timeout, FEDC_OPT_UINT, "10000", "ms",
-      "Time a new connection has to finish TLS and send Hello."),
+  OPT(handshake_timeout, FEDC_OPT_UINT, "5000", "ms",
+      "Time a new connection has to finish TLS, and then again to send Hello."),
+  OPT(max_handshakes, FEDC_OPT_UINT, "1024", "connections",
+      "TLS handshakes running at once; a connection beyond it is closed at "
+      "once. Each one holds a file descriptor."),
+  OPT(max_handshakes_per_ip, FEDC_OPT_UINT, "16", "connections",
+      "TLS handshakes running at once from one IPv4 address or IPv6 /64, so "
+      "that one host cannot take every handshake slot; 0 is no limit."),
   OPT(log_level, FEDC_OPT_STRING, "info", "level", "debug, info, warn, error or off."),
   OPT(log_file, FEDC_OPT_STRING, NULL, "path",
       "File to append log lines to; unset logs to stderr."),
@@ -200,6 +221,10 @@ int fedc_server_options_schedule(const fedc_server_options *o,
   c->staleness_a = o->staleness_a;
   c->staleness_b = (uint32_t)o->staleness_b;
   c->max_staleness = (uint32_t)o->max_staleness;
+  c->retry_delay_ms = o->retry_delay;
+  c->retry_delay_max_ms = o->retry_delay_max;
+  c->max_abandoned_rounds = (uint32_t)o->max_abandoned_rounds;
+  c->max_update_norm = o->max_update_norm;
   return 0;
 }
 
@@ -262,6 +287,11 @@ static int validate(const fedc_server_options *c)
       c->max_frame_bytes < c->chunk_bytes + 1024)
     return fail("invalid frame sizes: chunk_bytes must be at least 1024 and "
                 "max_frame_bytes at least chunk_bytes + 1024 and below 4 GiB");
+  if (c->handshake_timeout == 0 || c->max_handshakes == 0 ||
+      c->max_handshakes > UINT32_MAX)
+    return fail("handshake_timeout and max_handshakes must be at least 1");
+  if (c->max_handshakes_per_ip > UINT32_MAX)
+    return fail("invalid max_handshakes_per_ip: expected 0 to 4294967295");
   if (fedc_agg_strategy_parse(c->strategy, &strategy) < 0)
     return fail("unknown strategy; see --help for the list");
 

@@ -18,6 +18,8 @@ typedef struct fedc_server_options {
   unsigned long max_frame_bytes;
   unsigned long chunk_bytes;
   unsigned long handshake_timeout;   /* ms */
+  unsigned long max_handshakes;
+  unsigned long max_handshakes_per_ip;   /* 0: no limit */
 
   /* rounds */
   char *model;
@@ -29,6 +31,11 @@ typedef struct fedc_server_options {
   unsigned long round_timeout;       /* ms */
   char *strategy;
   unsigned long seed;
+  unsigned long retry_delay;         /* ms */
+  unsigned long retry_delay_max;     /* ms */
+  unsigned long max_abandoned_rounds;
+  double max_update_norm;
+  unsigned long drain_timeout;       /* ms */
 
   /* strategy parameters (common/agg/agg.h) */
   double server_lr;                  /* 0: the strategy's default */
@@ -88,8 +95,9 @@ int fedc_server_options_parse(fedc_server_options *options, int argc,
 
 void fedc_server_options_close(fedc_server_options *options);
 
-/* Sets the strategy, its parameters and the sampling and asynchronous
- * settings of c from the options; the other fields are left alone.
+/* Sets the strategy, its parameters, the sampling and asynchronous
+ * settings and the guards against abandoned rounds and absurd updates of
+ * c from the options; the other fields are left alone.
  * Returns 0, or FEDC_EINVAL for an unknown strategy, sampling, rounds_mode
  * or staleness name. */
 int fedc_server_options_schedule(const fedc_server_options *options,
