@@ -23,6 +23,10 @@ struct fedc_client_engine {
   uint32_t chunk_bytes;
   uint64_t server_round;
 
+  /* A task rejected by check_task, whose model chunks are skipped; 0 when
+   * none. */
+  uint64_t refused_round;
+
   /* The task in progress; all empty when idle. */
   uint64_t task_round;
   fedc_assembler *incoming;
@@ -183,6 +187,7 @@ int fedc_client_engine_connected(fedc_client_engine *engine, uint64_t now_ms,
   if (rc < 0)
     return rc;
   engine->chunk_bytes = engine->config.chunk_bytes;
+  engine->refused_round = 0;
   engine->state = FEDC_CLIENT_HELLO_SENT;
   return 0;
 }
@@ -238,6 +243,40 @@ static bool task_allowed(fedc_client_engine *e, uint64_t round)
   return true;
 }
 
+/* Runs check_task on a task's model spec. When it fails, answers the task
+ * with an Error TRAINING_FAILED, remembers the round so that its model
+ * chunks are skipped, and returns 1. Returns 0 when the task may start. */
+static int refuse_unsuitable(fedc_client_engine *e, uint64_t round,
+                             const char *model_spec, fedc_client_actions *out)
+{
+  char reason[FEDC_CLIENT_REASON_MAX];
+  fedc_message *m = NULL;
+  int rc;
+
+  if (!e->config.check_task)
+    return 0;
+  reason[0] = '\0';
+  rc = e->config.check_task(e->config.check_context, model_spec, reason,
+                            sizeof(reason));
+  if (rc == 0)
+    return 0;
+  if (reason[0] == '\0')
+    snprintf(reason, sizeof(reason), "%s", fedc_strerror(rc));
+  fedc_warn("client", "task rejected round=%llu reason=\"%s\"",
+            (unsigned long long)round, reason);
+  rc = fedc_message_error(FEDC__ERROR_CODE__TRAINING_FAILED, reason, round,
+                          &m);
+  if (rc == 0)
+    rc = fedc_client_actions_send(out, m);
+  if (rc < 0)
+    return rc;
+  drop_task(e);
+  e->state = FEDC_CLIENT_IDLE;
+  e->task_round = round;
+  e->refused_round = round;
+  return 1;
+}
+
 static int start_task(fedc_client_engine *e, uint64_t round,
                       Fedc__StreamKind stream, Fedc__TensorSpec **specs,
                       size_t n, const char *model_spec,
@@ -255,6 +294,9 @@ static int start_task(fedc_client_engine *e, uint64_t round,
   if (!model_spec || strlen(model_spec) > FEDC_MODEL_SPEC_MAX)
     return protocol_error(e, out, FEDC_EFORMAT, "model spec longer than %d "
                           "bytes", FEDC_MODEL_SPEC_MAX);
+  rc = refuse_unsuitable(e, round, model_spec, out);
+  if (rc != 0)
+    return rc < 0 ? rc : 0;
   rc = fedc_assembler_new(round, stream, specs, n, &limits, NULL,
                           &e->incoming, reason, sizeof(reason));
   if (rc == FEDC_ENOMEM)
@@ -335,6 +377,12 @@ static int on_chunk(fedc_client_engine *e, const Fedc__TensorChunk *chunk,
                     fedc_client_actions *out)
 {
   int rc;
+
+  if (e->refused_round != 0 && chunk->round == e->refused_round) {
+    if (chunk->last)
+      e->refused_round = 0;
+    return 0;
+  }
 
   if (e->state != FEDC_CLIENT_RECEIVING_TASK &&
       e->state != FEDC_CLIENT_RECEIVING_EVAL)

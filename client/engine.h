@@ -8,6 +8,7 @@
  *
  *   DISCONNECTED --connected--> HELLO_SENT --Welcome--> IDLE
  *   IDLE --FitTask--> RECEIVING_TASK --last chunk--> TRAINING (TRAIN action)
+ *   IDLE --FitTask failing check_task--> IDLE (Error sent, chunks skipped)
  *   TRAINING --trained--> IDLE (FitResult and the update stream sent)
  *   IDLE --EvaluateTask--> RECEIVING_EVAL --last chunk--> EVALUATING
  *   EVALUATING --evaluated--> IDLE (EvaluateResult sent)
@@ -32,11 +33,24 @@
 
 typedef struct fedc_client_engine fedc_client_engine;
 
+/* Checks that the local data suits a task's model spec. Returns 0, or a
+ * negative FEDC_E* code with a sentence in reason such as "data has 3
+ * features, model expects 784". */
+typedef int (*fedc_client_task_check)(void *context, const char *model_spec,
+                                      char *reason, size_t size);
+
 typedef struct fedc_client_config {
   fedc_hello_info hello;     /* client id, dataset size, device; copied */
   uint64_t max_model_bytes;  /* largest model accepted from the server */
   size_t max_model_tensors;
   uint32_t chunk_bytes;      /* update chunk size until a Welcome sets it */
+
+  /* Runs on each FitTask and EvaluateTask before its model is received.
+   * A task that fails it is answered with Error TRAINING_FAILED carrying
+   * the reason, its model chunks are skipped and the engine stays idle.
+   * NULL: no check. */
+  fedc_client_task_check check_task;
+  void *check_context;
 } fedc_client_config;
 
 /* The driver's report of a finished local training. */

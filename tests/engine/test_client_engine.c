@@ -1,5 +1,6 @@
 /* The client session engine, driven by scripted server messages. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -357,6 +358,74 @@ START_TEST(training_failure_reports_error)
 }
 END_TEST
 
+/* Accepts the spec "test:2:2" only, as a client with 2 features would. */
+static int check_features(void *context, const char *model_spec,
+                          char *reason, size_t size)
+{
+  int *calls = context;
+
+  (*calls)++;
+  if (strcmp(model_spec, "test:2:2") == 0)
+    return 0;
+  snprintf(reason, size, "data has 2 features, model expects 784");
+  return FEDC_ESHAPE;
+}
+
+/* A task whose model does not suit the local data is answered with an
+ * Error that names both feature counts, its model chunks are skipped, and
+ * a later suitable task trains as usual. */
+START_TEST(unsuitable_task_rejected_early)
+{
+  fedc_train_config train = { .local_epochs = 1, .batch_size = 4,
+                              .learning_rate = 0.5f };
+  fedc_snapshot *model = test_snapshot(G0);
+  fedc_chunker *chunks = NULL;
+  fedc_message *task = NULL;
+  const Fedc__Envelope *env;
+  fedc_client_config c;
+  test_client t;
+  int calls = 0;
+
+  fedc_client_config_default(&c);
+  c.hello.client_id = "c1";
+  c.hello.num_examples = 10;
+  c.check_task = check_features;
+  c.check_context = &calls;
+  memset(&t, 0, sizeof(t));
+  ck_assert_int_eq(fedc_client_engine_new(&c, &t.engine), 0);
+  tc_connect(&t);
+
+  ck_assert_int_eq(fedc_message_fit_task(5, &train, "logreg:784:10", model,
+                                         &task), 0);
+  tc_send(&t, task);
+  ck_assert_int_eq(calls, 1);
+  ck_assert_uint_eq(t.actions.count, 1);
+  ck_assert_int_eq(tc_body(&t.actions.items[0]), FEDC__ENVELOPE__BODY_ERROR);
+  env = fedc_message_envelope(t.actions.items[0].send.message);
+  ck_assert_int_eq(env->error->code, FEDC__ERROR_CODE__TRAINING_FAILED);
+  ck_assert_uint_eq(env->error->round, 5);
+  ck_assert_str_eq(env->error->message,
+                   "data has 2 features, model expects 784");
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+
+  /* The server's stream of that model is already on its way. */
+  ck_assert_int_eq(fedc_chunker_new(model, 5, FEDC__STREAM_KIND__GLOBAL_MODEL,
+                                    12, &chunks), 0);
+  while ((env = fedc_chunker_next(chunks)) != NULL) {
+    tc_receive(&t, env);
+    ck_assert_uint_eq(t.actions.count, 0);
+    ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+  }
+  fedc_chunker_free(&chunks);
+
+  tc_task(&t, 6, false);
+  ck_assert_int_eq(calls, 2);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_TRAINING);
+  fedc_snapshot_unref(&model);
+  tc_stop(&t);
+}
+END_TEST
+
 START_TEST(later_task_replaces_current)
 {
   test_client t;
@@ -473,6 +542,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, server_error_and_goodbye_close);
   tcase_add_test(tc, bad_server_input_closes);
   tcase_add_test(tc, training_failure_reports_error);
+  tcase_add_test(tc, unsuitable_task_rejected_early);
   tcase_add_test(tc, later_task_replaces_current);
   tcase_add_test(tc, cancel_drops_task);
   tcase_add_test(tc, evaluate_task_round_trip);
