@@ -293,6 +293,8 @@ static int create_engine(fedc_client_daemon *d)
   config.hello.cpu_cores = uv_available_parallelism();
   config.hello.memory_bytes = uv_get_total_memory();
   config.hello.relative_speed = 1.0;
+  config.check_task = fedc_client_check_task;
+  config.check_context = d;
   rc = fedc_client_engine_new(&config, &d->engine);
   if (rc < 0)
     fedc_error(LOG_COMPONENT, "cannot create the session engine: %s",

@@ -64,6 +64,12 @@ int fedc_client_jobs_init(fedc_client_daemon *d);
 /* Frees what fedc_client_jobs_init() and a waiting job hold. */
 void fedc_client_jobs_close(fedc_client_daemon *d);
 
+/* daemon_jobs.c: checks that the model spec of a task takes as many input
+ * features as the local data has, for the engine's check_task. Builds the
+ * layers only, so it costs no parameter memory. */
+int fedc_client_check_task(void *context, const char *model_spec,
+                           char *reason, size_t size);
+
 /* daemon_jobs.c: each takes the action's snapshot reference, runs the job
  * on the worker pool and reports to the engine when it is done. */
 void fedc_client_start_training(fedc_client_daemon *d,

@@ -18,6 +18,7 @@
 #include "client/daemon_impl.h"
 #include "nn/external.h"
 #include "nn/model.h"
+#include "nn/spec.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -303,6 +304,30 @@ void fedc_client_start_evaluation(fedc_client_daemon *d,
          sizeof(job->model_spec));
   fedc_tensor_list_init(&job->weights);
   start_job(d, job, evaluate_work);
+}
+
+int fedc_client_check_task(void *context, const char *model_spec,
+                           char *reason, size_t size)
+{
+  const fedc_client_daemon *d = context;
+  enum fedc_loss loss;
+  fedc_net *net = NULL;
+  size_t expected;
+  int rc = fedc_spec_build(model_spec, &net, &loss);
+
+  if (rc < 0) {
+    snprintf(reason, size, "invalid model spec from the server: %s",
+             fedc_strerror(rc));
+    return rc;
+  }
+  expected = fedc_layer_shape_size(&net->in);
+  fedc_net_free(&net);
+  if (expected != d->data.dim) {
+    snprintf(reason, size, "data has %" PRIu32 " features, model expects "
+             "%zu", d->data.dim, expected);
+    return FEDC_ESHAPE;
+  }
+  return 0;
 }
 
 /* --- trainer = exec setup -------------------------------------------------- */
