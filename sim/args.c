@@ -1,11 +1,14 @@
 #include "args.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "agg/agg.h"
+#include "attack.h"
 #include "data/partition.h"
+#include "plot.h"
 #include "server/engine.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -96,6 +99,15 @@ static const fedc_option option_table[] = {
   OPT(weight_decay, FEDC_OPT_DOUBLE, "0", "", "L2 weight decay."),
   OPT(proximal_mu, FEDC_OPT_DOUBLE, "0", "",
       "FedProx proximal term mu; 0 turns it off."),
+  OPT(attack, FEDC_OPT_STRING, "none", "name",
+      "Model poisoning by a share of the clients: none, scale (send "
+      "factor x update) or sign_flip (send -factor x update), where the "
+      "update is the trained weights minus the global model."),
+  OPT(attack_fraction, FEDC_OPT_DOUBLE, "0.2", "fraction",
+      "Share of the clients that attack, in [0, 1], spread evenly over "
+      "the client indices."),
+  OPT(attack_factor, FEDC_OPT_DOUBLE, "10", "factor",
+      "Factor, > 0, by which attackers multiply their update."),
   OPT(profile, FEDC_OPT_STRING, NULL, "path",
       "Device profile (INI: [class NAME] and [client INDEX] sections); "
       "replaces the device options below. docs/simulator.md has the keys."),
@@ -200,6 +212,34 @@ static int validate_rounds(const fedc_args *a)
                 "chunk_bytes at least 1024");
   if (fedc_agg_strategy_parse(a->strategy, &strategy) < 0)
     return fail("unknown strategy; see --help for the list");
+  if (a->min_clients > a->clients) {
+    fprintf(stderr, "fedc-sim: min_clients %lu is above clients %lu, so "
+            "no round could ever start\n", a->min_clients, a->clients);
+    return FEDC_EINVAL;
+  }
+  return 0;
+}
+
+/* Rejects availability settings under which no client is ever online,
+ * or which have no effect, before any data is loaded. */
+static int validate_availability(const fedc_args *a)
+{
+  if (!(a->availability_online >= 0 && a->availability_online <= 1) ||
+      !(a->availability_period >= 0))
+    return fail("availability_online must be in [0, 1] and "
+                "availability_period >= 0");
+  if (a->availability_period > 0 && a->availability_online == 0) {
+    fprintf(stderr, "fedc-sim: availability_online is 0 with "
+            "availability_period %g s, so no client would ever be online; "
+            "set availability_online in (0, 1]\n", a->availability_period);
+    return FEDC_EINVAL;
+  }
+  if (a->availability_period == 0 && a->availability_online < 1) {
+    fprintf(stderr, "fedc-sim: availability_online %g has no effect "
+            "without availability_period, which is 0 (always online); set "
+            "availability_period in seconds\n", a->availability_online);
+    return FEDC_EINVAL;
+  }
   return 0;
 }
 
@@ -208,17 +248,50 @@ static int validate_devices(const fedc_args *a)
   if (!(a->speed > 0) || !(a->download_bps > 0) || !(a->upload_bps > 0) ||
       a->speed_sigma < 0 || a->bandwidth_sigma < 0)
     return fail("speed and bandwidths must be > 0 and their sigmas >= 0");
-  if (!(a->dropout >= 0 && a->dropout <= 1) ||
-      !(a->availability_online >= 0 && a->availability_online <= 1) ||
-      a->availability_period < 0)
-    return fail("dropout and availability_online must be in [0, 1] and "
-                "availability_period >= 0");
+  if (!(a->dropout >= 0 && a->dropout <= 1))
+    return fail("dropout must be in [0, 1]");
   if (!(a->reference_flops > 0) || a->latency < 0 ||
       !(a->reconnect_delay > 0) || a->max_time < 0 ||
       a->connect_window < 0 || a->stall_time < 0)
     return fail("reference_flops and reconnect_delay must be > 0, latency, "
                 "connect_window, max_time and stall_time >= 0");
+  return validate_availability(a);
+}
+
+static int validate_attack(const fedc_args *a)
+{
+  enum fedc_attack_kind kind;
+
+  if (fedc_attack_kind_parse(a->attack, &kind) < 0)
+    return fail("unknown attack; expected none, scale or sign_flip");
+  if (!(a->attack_fraction >= 0 && a->attack_fraction <= 1))
+    return fail("attack_fraction must be in [0, 1]");
+  if (!(a->attack_factor > 0) || !isfinite(a->attack_factor))
+    return fail("attack_factor must be a finite number > 0");
+  if (kind != FEDC_ATTACK_NONE && strcmp(a->transport, "memory") != 0)
+    return fail("attack works only with transport memory, in which the "
+                "simulator trains the clients");
   return 0;
+}
+
+/* Checks the plot path before the run, so that a run of hours does not
+ * end without its plot. */
+static int validate_plot(const fedc_args *a)
+{
+  enum fedc_plot_format format;
+  int rc;
+
+  if (a->plot == NULL)
+    return 0;
+  rc = fedc_plot_check_path(a->plot, &format);
+  if (rc == FEDC_EINVAL)
+    fprintf(stderr, "fedc-sim: invalid plot path %s: the name must end in "
+            ".svg, or in .png to have gnuplot draw it\n", a->plot);
+  else if (rc == FEDC_ENOENT)
+    fprintf(stderr, "fedc-sim: plot %s: gnuplot, which draws .png plots, "
+            "is not on PATH; install gnuplot or write an .svg plot\n",
+            a->plot);
+  return rc < 0 ? FEDC_EINVAL : 0;
 }
 
 static int validate(const fedc_args *a)
@@ -247,7 +320,10 @@ static int validate(const fedc_args *a)
     return fail("unknown transport; expected memory or tls");
   if (fedc_log_parse_level(a->log_level, &level) < 0)
     return fail("invalid log_level: expected debug, info, warn, error or off");
-  return 0;
+  rc = validate_attack(a);
+  if (rc == 0)
+    rc = validate_plot(a);
+  return rc;
 }
 
 int fedc_args_parse(fedc_args *args, int argc, char **argv)

@@ -51,6 +51,11 @@ typedef struct fedc_args {
   double weight_decay;
   double proximal_mu;
 
+  /* poisoning clients */
+  char *attack;
+  double attack_fraction;
+  double attack_factor;
+
   /* devices and network */
   char *profile;
   double speed;

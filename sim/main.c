@@ -117,6 +117,9 @@ static void fill_sim_options(const fedc_args *a, fedc_sim_options *o)
   o->connect_window_seconds = a->connect_window;
   o->max_simulated_seconds = a->max_time;
   o->stall_seconds = a->stall_time;
+  fedc_attack_kind_parse(a->attack, &o->attack.kind);
+  o->attack.fraction = a->attack_fraction;
+  o->attack.scale = a->attack_factor;
   fill_server_config(a, &o->server);
 }
 
@@ -185,6 +188,25 @@ static void print_summary(const fedc_sim *sim, const run_output *out)
           st->max_live_engines, st->client_record_bytes, peak_rss_kib());
 }
 
+/* Fails a run that ended without finishing a round, which a time limit
+ * below the first round's end can cause, and notes a run cut short. */
+static int check_rounds(const fedc_args *a, const fedc_sim *sim)
+{
+  uint64_t rounds = fedc_sim_get_stats(sim)->rounds;
+
+  if (rounds == 0) {
+    fprintf(stderr, "fedc-sim: no round finished in %.1f simulated "
+            "seconds; raise max_time or check that enough clients are "
+            "online for min_clients\n", fedc_sim_clock(sim));
+    return FEDC_ETIMEDOUT;
+  }
+  if (rounds < a->rounds && a->max_time > 0)
+    fprintf(stderr, "fedc-sim: warning: %llu of %lu rounds finished "
+            "before the max_time of %g simulated seconds\n",
+            (unsigned long long)rounds, a->rounds, a->max_time);
+  return 0;
+}
+
 static int open_metrics(const fedc_args *a, run_output *out)
 {
   if (a->metrics == NULL)
@@ -216,6 +238,9 @@ static int write_plot(const fedc_args *a, const run_output *out)
   if (rc == FEDC_ENOENT)
     fprintf(stderr, "fedc-sim: gnuplot not found; write an .svg plot or "
             "install gnuplot\n");
+  else if (rc == FEDC_EINVAL)
+    fprintf(stderr, "fedc-sim: cannot write plot %s: the name must end in "
+            ".svg or .png\n", a->plot);
   else if (rc < 0)
     fprintf(stderr, "fedc-sim: cannot write plot %s: %s\n", a->plot,
             fedc_strerror(rc));
@@ -256,6 +281,8 @@ static int simulate(const fedc_args *a, const fedc_dataset *train,
   }
   if (sim != NULL)
     print_summary(sim, &out);
+  if (rc == 0)
+    rc = check_rounds(a, sim);
   if (rc == 0)
     rc = write_plot(a, &out);
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -220,13 +221,6 @@ int fedc_plot_write_svg(const char *path, const fedc_plot_point *points,
   return err;
 }
 
-static int has_suffix(const char *s, const char *suffix)
-{
-  size_t n = strlen(s), m = strlen(suffix);
-
-  return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 /* Writes "round simulated_time accuracy" rows, the time in units of
  * scale seconds, to a new temporary file whose name goes to path_out (at
  * least 32 bytes). */
@@ -319,8 +313,6 @@ static int write_png(const char *path, const fedc_plot_point *points,
   FILE *g;
   int err, status;
 
-  if (!program_on_path("gnuplot"))
-    return FEDC_ENOENT;
   time_axis(&time, n > 0 ? points[n - 1].seconds : 1.0, time_name);
   err = write_gnuplot_data(points, n, time.scale, data);
   if (err != 0)
@@ -341,10 +333,34 @@ static int write_png(const char *path, const fedc_plot_point *points,
   return WEXITSTATUS(status) == 0 ? 0 : FEDC_ECHILD;
 }
 
+static int has_suffix(const char *s, const char *suffix)
+{
+  size_t n = strlen(s), m = strlen(suffix);
+
+  return n > m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+int fedc_plot_check_path(const char *path, enum fedc_plot_format *format)
+{
+  if (has_suffix(path, ".svg")) {
+    *format = FEDC_PLOT_SVG;
+    return 0;
+  }
+  if (!has_suffix(path, ".png"))
+    return FEDC_EINVAL;
+  *format = FEDC_PLOT_PNG;
+  return program_on_path("gnuplot") ? 0 : FEDC_ENOENT;
+}
+
 int fedc_plot_write(const char *path, const fedc_plot_point *points,
                     size_t n, const char *title, const char *time_name)
 {
-  if (has_suffix(path, ".png"))
+  enum fedc_plot_format format;
+  int rc = fedc_plot_check_path(path, &format);
+
+  if (rc < 0)
+    return rc;
+  if (format == FEDC_PLOT_PNG)
     return write_png(path, points, n, title, time_name);
   return fedc_plot_write_svg(path, points, n, title, time_name);
 }

@@ -1,5 +1,6 @@
 #include "setup.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -67,6 +68,60 @@ int fedc_setup_load_data(const fedc_args *a, fedc_dataset *train,
                        "t10k-labels-idx1-ubyte", test);
 }
 
+/* Returns the rows the scheme gives each client at least: one for iid,
+ * min_rows for dirichlet, and shards_per_client shards of at least one
+ * row for shards. */
+static uint64_t min_rows_per_client(const fedc_args *a,
+                                    enum fedc_partition_scheme scheme)
+{
+  switch (scheme) {
+  case FEDC_PARTITION_IID:
+    return 1;
+  case FEDC_PARTITION_DIRICHLET:
+    return a->min_rows;
+  case FEDC_PARTITION_SHARDS:
+    return a->shards_per_client;
+  }
+  return 1;
+}
+
+/* Checks that the rows, with their copies, cover every client's minimum,
+ * and says how to fix it when they do not. */
+static int check_row_count(const fedc_args *a, const fedc_dataset *train,
+                           enum fedc_partition_scheme scheme)
+{
+  uint64_t n = train->n, copies = a->data_copies;
+  uint64_t per_client = min_rows_per_client(a, scheme);
+  uint64_t needed, fix;
+
+  if (n == 0 || copies > FEDC_DATASET_MAX_ROWS / n) {
+    fprintf(stderr, "fedc-sim: %llu training rows x %llu copies is above "
+            "the %llu rows a partition can index; lower --data-copies\n",
+            (unsigned long long)n, (unsigned long long)copies,
+            (unsigned long long)FEDC_DATASET_MAX_ROWS);
+    return FEDC_EINVAL;
+  }
+  if (per_client <= n * copies / a->clients)
+    return 0;
+
+  needed = per_client <= UINT64_MAX / a->clients ? per_client * a->clients
+                                                 : UINT64_MAX;
+  fprintf(stderr, "fedc-sim: too few training rows: the %s partition "
+          "needs %llu per client, so %llu for %lu clients, but there are "
+          "%llu (%llu rows x %llu copies)\n", a->partition,
+          (unsigned long long)per_client, (unsigned long long)needed,
+          a->clients, (unsigned long long)(n * copies),
+          (unsigned long long)n, (unsigned long long)copies);
+  fix = needed / n + (needed % n != 0);
+  if (fix <= FEDC_DATASET_MAX_ROWS / n)
+    fprintf(stderr, "fedc-sim: set --data-copies %llu to partition that "
+            "many copies of the rows, or run fewer clients\n",
+            (unsigned long long)fix);
+  else
+    fprintf(stderr, "fedc-sim: run fewer clients\n");
+  return FEDC_EINVAL;
+}
+
 int fedc_setup_partition(const fedc_args *a, const fedc_dataset *train,
                          fedc_partition *p)
 {
@@ -75,6 +130,10 @@ int fedc_setup_partition(const fedc_args *a, const fedc_dataset *train,
 
   fedc_partition_options_default(&opts);
   fedc_partition_scheme_parse(a->partition, &opts.scheme);
+  rc = check_row_count(a, train, opts.scheme);
+  if (rc < 0)
+    return rc;
+
   opts.clients = (uint32_t)a->clients;
   opts.seed = a->seed;
   opts.alpha = a->alpha;

@@ -341,6 +341,20 @@ static int stalled(fedc_sim *sim, double time)
   return 1;
 }
 
+/* Fails the run when the event queue runs dry before the server is done.
+ * No client can then connect, train or come online again, and no server
+ * timer is pending, so no further round can ever finish: every client
+ * offline for good, or fewer clients than min_clients, for example. */
+static void check_ran_dry(fedc_sim *sim)
+{
+  if (sim->done || sim->err != 0)
+    return;
+  fedc_error("sim", "no event left at t=%.3f after %llu rounds, so no "
+             "round can start again; are min_clients clients ever online?",
+             fedc_sim_clock(sim), (unsigned long long)sim->stats.rounds);
+  sim->err = FEDC_ETIMEDOUT;
+}
+
 int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks)
 {
   double limit = sim->opts.max_simulated_seconds;
@@ -350,8 +364,11 @@ int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks)
   sim->real_start = fedc_sim_real_now();
   schedule_clients(sim);
 
-  while (!sim->done && sim->err == 0 &&
-         fedc_eventq_pop(&sim->events, &ev) == 1) {
+  while (!sim->done && sim->err == 0) {
+    if (fedc_eventq_pop(&sim->events, &ev) != 1) {
+      check_ran_dry(sim);
+      break;
+    }
     if ((limit > 0 && ev.time > limit) || stalled(sim, ev.time)) {
       if (sim->err == 0)
         fedc_info("sim", "stopped at the time limit t=%.3f", limit);

@@ -116,10 +116,12 @@ int fedc_sim_new(const fedc_sim_options *opts, const fedc_dataset *train,
 void fedc_sim_free(fedc_sim **sim);
 
 /* Runs until the server engine is done (total_rounds), no event is left or
- * the time limit passes. Returns 0, FEDC_ETIMEDOUT when no round finished
- * within the stall limit (too few clients online to start one, for
- * example), or the first FEDC_E* error of an engine or the trainer's
- * setup. */
+ * the time limit passes. Returns 0 when the server is done or the time
+ * limit passed. Returns FEDC_ETIMEDOUT when no round finished within the
+ * stall limit (too few clients online to start one, for example) or no
+ * event is left before the server is done (no client ever online again).
+ * Returns the first FEDC_E* error of an engine or the trainer's setup
+ * otherwise. */
 int fedc_sim_run(fedc_sim *sim, const fedc_sim_hooks *hooks);
 
 const fedc_sim_stats *fedc_sim_get_stats(const fedc_sim *sim);

@@ -148,6 +148,54 @@ START_TEST(plot_unwritable_path)
 }
 END_TEST
 
+/* Any extension but .svg and .png is rejected, and no file is written,
+ * rather than SVG text going into a file named .jpg. */
+START_TEST(plot_rejects_other_extensions)
+{
+  static const char *const paths[] = {
+    "/tmp/fedc-plot-test.jpg", "/tmp/fedc-plot-test.svg.txt",
+    "/tmp/fedc-plot-test", "/tmp/fedc-plot-testsvg",
+  };
+  fedc_plot_point p = { .round = 1, .seconds = 1, .accuracy = 1 };
+  enum fedc_plot_format format;
+
+  for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+    unlink(paths[i]);
+    ck_assert_int_eq(fedc_plot_check_path(paths[i], &format), FEDC_EINVAL);
+    ck_assert_int_eq(fedc_plot_write(paths[i], &p, 1, "t", "real time"),
+                     FEDC_EINVAL);
+    ck_assert_int_ne(access(paths[i], F_OK), 0);
+  }
+  ck_assert_int_eq(fedc_plot_check_path(".svg", &format), FEDC_EINVAL);
+}
+END_TEST
+
+START_TEST(plot_format_from_extension)
+{
+  enum fedc_plot_format format = FEDC_PLOT_PNG;
+
+  ck_assert_int_eq(fedc_plot_check_path("run.svg", &format), 0);
+  ck_assert_int_eq(format, FEDC_PLOT_SVG);
+  ck_assert_int_eq(fedc_plot_check_path("/tmp/RUN.SVG", &format), 0);
+  ck_assert_int_eq(format, FEDC_PLOT_SVG);
+}
+END_TEST
+
+/* A .png needs gnuplot on PATH; without it the check says so up front. */
+START_TEST(plot_png_needs_gnuplot)
+{
+  enum fedc_plot_format format = FEDC_PLOT_SVG;
+  char *saved = strdup(getenv("PATH") != NULL ? getenv("PATH") : "");
+
+  ck_assert_ptr_nonnull(saved);
+  ck_assert_int_eq(setenv("PATH", "/nonexistent", 1), 0);
+  ck_assert_int_eq(fedc_plot_check_path("run.png", &format), FEDC_ENOENT);
+  ck_assert_int_eq(format, FEDC_PLOT_PNG);
+  ck_assert_int_eq(setenv("PATH", saved, 1), 0);
+  free(saved);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("sim_report");
@@ -161,6 +209,9 @@ int main(void)
   tcase_add_test(tc, progress_off_when_not_terminal);
   tcase_add_test(tc, plot_svg_has_both_panels);
   tcase_add_test(tc, plot_unwritable_path);
+  tcase_add_test(tc, plot_rejects_other_extensions);
+  tcase_add_test(tc, plot_format_from_extension);
+  tcase_add_test(tc, plot_png_needs_gnuplot);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -399,6 +399,24 @@ START_TEST(sim_stall_fails_run)
 }
 END_TEST
 
+/* Clients that are never online never connect, so the event queue runs
+ * dry before any round; the run must fail rather than end as if done. */
+START_TEST(sim_never_online_fails_run)
+{
+  fixture f;
+  observed o;
+
+  fixture_init(&f, 10);
+  f.device_class.period = 100.0;
+  f.device_class.online = 0.0;
+  ck_assert_int_eq(run_sim(&f, &o, NULL), FEDC_ETIMEDOUT);
+  ck_assert_uint_eq(o.rounds, 0);
+  ck_assert_uint_eq(o.tasks, 0);
+  free(o.records);
+  fixture_close(&f);
+}
+END_TEST
+
 START_TEST(sim_rejects_bad_options)
 {
   fixture f;
@@ -434,6 +452,7 @@ int main(void)
   tcase_add_test(tc, sim_idle_clients_hold_no_engine);
   tcase_add_test(tc, sim_partition_views_cover_rows);
   tcase_add_test(tc, sim_stall_fails_run);
+  tcase_add_test(tc, sim_never_online_fails_run);
   tcase_add_test(tc, sim_rejects_bad_options);
   suite_add_tcase(s, tc);
   sr = srunner_create(s);
