@@ -5,18 +5,43 @@
 #include <string.h>
 
 #include "nn/blas.h"
+#include "nn/parallel.h"
 #include "util/error.h"
+
+/* Output columns below which one sgemm takes several examples: narrower
+ * products leave OpenBLAS's kernels mostly waiting on memory. */
+#define CONV_MIN_COLUMNS 256
+
+/* One worker's scratch space. Its size depends on the layer only, not on
+ * the batch, and it stays in the L2 cache for the usual image sizes. */
+typedef struct conv_work {
+  float *padded;             /* [C, Hp, Wp]: an input, zero borders */
+  float *dpadded;            /* [C, Hp, Wp]: an input gradient, borders */
+  float *cols;               /* [C*k*k, group*OH*OW]: unfolded examples */
+  float *planes;             /* [out, group*OH*OW]: output or its gradient */
+  float *grad;               /* [out*C*k*k + out]: dW, db sums (worker > 0) */
+} conv_work;
 
 typedef struct conv {
   uint32_t in_c, in_h, in_w;
   uint32_t out_c, out_h, out_w;
   uint32_t kernel, stride, padding;
+  uint32_t pad_h, pad_w;     /* input size with the padding */
+  uint32_t group;            /* examples per sgemm */
   bool has_bias;
-  float *cols;               /* [C*k*k, batch*OH*OW]: the unfolded batch */
-  size_t cols_cap;
-  float *planes;             /* [out, batch*OH*OW]: output or its gradient */
-  size_t planes_cap;
+  conv_work work[FEDC_PARALLEL_MAX];
+  unsigned workers;          /* entries of work allocated */
 } conv;
+
+/* What the workers of one pass read and write. */
+typedef struct conv_job {
+  fedc_layer *layer;
+  const float *x;
+  float *y;                  /* forward: the output */
+  const float *out;          /* backward: the forward's output */
+  const float *dy;           /* backward: the output gradient */
+  float *dx;                 /* backward: the input gradient, or NULL */
+} conv_job;
 
 static size_t conv_col_rows(const conv *c)
 {
@@ -28,97 +53,500 @@ static size_t conv_out_area(const conv *c)
   return (size_t)c->out_h * c->out_w;
 }
 
-/* The range [*lo, *hi) of output columns whose input column
- * ow * stride - padding + offset lies inside [0, width). */
-static void valid_range(uint32_t out_w, uint32_t width, uint32_t stride,
-                        uint32_t padding, uint32_t offset, uint32_t *lo,
-                        uint32_t *hi)
+static size_t conv_padded_size(const conv *c)
 {
-  long first = (long)padding - offset;           /* needs ow*stride >= */
-  long last = (long)width + padding - offset;    /* needs ow*stride < */
-
-  *lo = first <= 0 ? 0 : (uint32_t)((first + stride - 1) / stride);
-  *hi = last <= 0 ? 0 : (uint32_t)((last + stride - 1) / stride);
-  if (*hi > out_w)
-    *hi = out_w;
-  if (*lo > *hi)
-    *lo = *hi;
+  return (size_t)c->in_c * c->pad_h * c->pad_w;
 }
 
-/* One row of col: input row ih of plane, sampled at kernel column kw. */
-static void unfold_row(const float *plane, long ih, uint32_t height,
-                       uint32_t width, uint32_t out_w, uint32_t stride,
-                       uint32_t padding, uint32_t kw, float *dst)
+/* A 1x1 kernel with stride 1 and no padding: the input is its own
+ * column matrix. */
+static bool conv_is_pointwise(const conv *c)
 {
-  uint32_t lo, hi;
-  const float *src;
-
-  if (ih < 0 || ih >= height) {
-    memset(dst, 0, out_w * sizeof(float));
-    return;
-  }
-  valid_range(out_w, width, stride, padding, kw, &lo, &hi);
-  if (lo > 0)
-    memset(dst, 0, lo * sizeof(float));
-  if (hi < out_w)
-    memset(dst + hi, 0, (out_w - hi) * sizeof(float));
-  if (lo == hi)
-    return;
-  src = plane + ih * width + ((long)lo * stride - padding + kw);
-  if (stride == 1) {
-    memcpy(dst + lo, src, (hi - lo) * sizeof(float));
-  } else {
-    for (uint32_t ow = lo; ow < hi; ow++, src += stride)
-      dst[ow] = *src;
-  }
+  return c->kernel == 1 && c->stride == 1 && c->padding == 0;
 }
 
-void fedc_conv_im2col(const float *x, uint32_t channels, uint32_t height,
-                      uint32_t width, uint32_t kernel, uint32_t stride,
-                      uint32_t padding, float *col, size_t ld)
+/* --- Unfolding (im2col) and folding back (col2im) ------------------------ */
+
+/* Returns x with zero borders: the worker's padded copy, or x itself when
+ * there is no padding. The borders of the copy were zeroed when it was
+ * allocated and are never written. */
+static const float *pad_input(const conv *c, conv_work *w, const float *x)
 {
-  uint32_t out_h = (height + 2 * padding - kernel) / stride + 1;
-  uint32_t out_w = (width + 2 * padding - kernel) / stride + 1;
+  size_t plane = (size_t)c->pad_h * c->pad_w;
 
-  for (uint32_t c = 0; c < channels; c++) {
-    const float *plane = x + (size_t)c * height * width;
-
-    for (uint32_t kh = 0; kh < kernel; kh++) {
-      for (uint32_t kw = 0; kw < kernel; kw++, col += ld) {
-        for (uint32_t oh = 0; oh < out_h; oh++)
-          unfold_row(plane, (long)oh * stride - padding + kh, height, width,
-                     out_w, stride, padding, kw, col + (size_t)oh * out_w);
-      }
-    }
-  }
-}
-
-/* Adds col [C*k*k, OH*OW] (rows ld floats apart) back into the image
- * gradient dx: the adjoint of im2col. */
-static void col2im(const conv *c, const float *col, size_t ld, float *dx)
-{
+  if (c->padding == 0)
+    return x;
   for (uint32_t ch = 0; ch < c->in_c; ch++) {
-    float *plane = dx + (size_t)ch * c->in_h * c->in_w;
+    float *dst = w->padded + ch * plane + (size_t)c->padding * c->pad_w +
+                 c->padding;
+    const float *src = x + (size_t)ch * c->in_h * c->in_w;
 
+    for (uint32_t h = 0; h < c->in_h; h++)
+      memcpy(dst + (size_t)h * c->pad_w, src + (size_t)h * c->in_w,
+             c->in_w * sizeof(float));
+  }
+  return w->padded;
+}
+
+/* Copies n floats. Rows of convolution outputs are short (often 7 to 28
+ * floats), so that a memcpy call per row costs more than the copy; the
+ * fixed-size copies below compile to single vector moves, the last one
+ * overlapping the previous when n is not a multiple of 4. */
+static void copy_row(float *restrict dst, const float *restrict src,
+                     uint32_t n)
+{
+  uint32_t i;
+
+  if (n < 4) {
+    for (i = 0; i < n; i++)
+      dst[i] = src[i];
+    return;
+  }
+  for (i = 0; i + 4 <= n; i += 4)
+    memcpy(dst + i, src + i, 4 * sizeof(float));
+  if (i < n)
+    memcpy(dst + n - 4, src + n - 4, 4 * sizeof(float));
+}
+
+/* Unfolds the padded image p into col [C*k*k, OH*OW], rows ld floats
+ * apart: row (ch, kh, kw) holds p[ch][oh*s + kh][ow*s + kw]. */
+static void unfold(const conv *c, const float *restrict p,
+                   float *restrict col, size_t ld)
+{
+  size_t plane = (size_t)c->pad_h * c->pad_w;
+  size_t row_step = (size_t)c->stride * c->pad_w;
+
+  for (uint32_t ch = 0; ch < c->in_c; ch++) {
     for (uint32_t kh = 0; kh < c->kernel; kh++) {
       for (uint32_t kw = 0; kw < c->kernel; kw++, col += ld) {
-        uint32_t lo, hi;
+        const float *src = p + ch * plane + (size_t)kh * c->pad_w + kw;
+        float *dst = col;
 
-        valid_range(c->out_w, c->in_w, c->stride, c->padding, kw, &lo, &hi);
-        for (uint32_t oh = 0; oh < c->out_h; oh++) {
-          long ih = (long)oh * c->stride - c->padding + kh;
-          const float *src = col + (size_t)oh * c->out_w;
-          long base = ih * c->in_w - c->padding + kw;
-
-          if (ih < 0 || ih >= c->in_h)
+        for (uint32_t oh = 0; oh < c->out_h; oh++, src += row_step,
+             dst += c->out_w) {
+          if (c->stride == 1) {
+            copy_row(dst, src, c->out_w);
             continue;
-          for (uint32_t ow = lo; ow < hi; ow++)
-            plane[base + (long)ow * c->stride] += src[ow];
+          }
+          for (uint32_t ow = 0; ow < c->out_w; ow++)
+            dst[ow] = src[(size_t)ow * c->stride];
         }
       }
     }
   }
 }
+
+/* Adds col [C*k*k, OH*OW] (rows ld floats apart) into the padded gradient
+ * p: the adjoint of unfold. */
+static void fold(const conv *c, const float *restrict col, size_t ld,
+                 float *restrict p)
+{
+  size_t plane = (size_t)c->pad_h * c->pad_w;
+  size_t row_step = (size_t)c->stride * c->pad_w;
+
+  for (uint32_t ch = 0; ch < c->in_c; ch++) {
+    for (uint32_t kh = 0; kh < c->kernel; kh++) {
+      for (uint32_t kw = 0; kw < c->kernel; kw++, col += ld) {
+        float *dst = p + ch * plane + (size_t)kh * c->pad_w + kw;
+        const float *src = col;
+
+        for (uint32_t oh = 0; oh < c->out_h; oh++, dst += row_step,
+             src += c->out_w) {
+          if (c->stride == 1) {
+            for (uint32_t ow = 0; ow < c->out_w; ow++)
+              dst[ow] += src[ow];
+            continue;
+          }
+          for (uint32_t ow = 0; ow < c->out_w; ow++)
+            dst[(size_t)ow * c->stride] += src[ow];
+        }
+      }
+    }
+  }
+}
+
+/* Writes one example's input gradient dx from col (rows ld apart). */
+static void fold_example(const conv *c, conv_work *w, const float *col,
+                         size_t ld, float *dx)
+{
+  float *p = c->padding == 0 ? dx : w->dpadded;
+  size_t plane = (size_t)c->pad_h * c->pad_w;
+
+  memset(p, 0, conv_padded_size(c) * sizeof(float));
+  fold(c, col, ld, p);
+  if (c->padding == 0)
+    return;
+  for (uint32_t ch = 0; ch < c->in_c; ch++) {
+    const float *src = p + ch * plane + (size_t)c->padding * c->pad_w +
+                       c->padding;
+    float *dst = dx + (size_t)ch * c->in_h * c->in_w;
+
+    for (uint32_t h = 0; h < c->in_h; h++)
+      memcpy(dst + (size_t)h * c->in_w, src + (size_t)h * c->pad_w,
+             c->in_w * sizeof(float));
+  }
+}
+
+/* Returns the column matrix [C*k*k, n*OH*OW] of examples x .. x + n-1:
+ * the worker's cols, or x itself for a pointwise kernel and n == 1. */
+static const float *unfold_group(const fedc_layer *layer, conv_work *w,
+                                 const float *x, size_t n)
+{
+  const conv *c = layer->priv;
+  size_t area = conv_out_area(c);
+
+  if (n == 1 && conv_is_pointwise(c))
+    return x;
+  for (size_t s = 0; s < n; s++)
+    unfold(c, pad_input(c, w, x + s * layer->in_size), w->cols + s * area,
+           n * area);
+  return w->cols;
+}
+
+/* --- Fast path ----------------------------------------------------------- */
+
+/* Writes n floats src + bias to dst, through a ReLU when relu is set;
+ * dst may be src. The ReLU is written as the activation layer's, which
+ * maps NaN to 0. */
+static void add_bias(const float *src, float bias, bool relu, float *dst,
+                     size_t n)
+{
+  if (!relu) {
+    for (size_t i = 0; i < n; i++)
+      dst[i] = src[i] + bias;
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    float v = src[i] + bias;
+
+    dst[i] = v > 0 ? v : 0.0f;
+  }
+}
+
+/* y of n examples from out [out_c, n*area] plus the bias, through the
+ * folded ReLU if any; out is y itself when n == 1. */
+static void store_output(const fedc_layer *layer, const float *out, float *y,
+                         size_t n)
+{
+  const conv *c = layer->priv;
+  size_t area = conv_out_area(c), width = n * area;
+
+  for (size_t s = 0; s < n; s++) {
+    for (uint32_t o = 0; o < c->out_c; o++) {
+      float bias = c->has_bias ? layer->params[1].value[o] : 0.0f;
+
+      add_bias(out + o * width + s * area, bias, layer->relu_out,
+               y + s * layer->out_size + o * area, area);
+    }
+  }
+}
+
+static void forward_group(fedc_layer *layer, conv_work *w, const float *x,
+                          float *y, size_t n)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c), width = n * conv_out_area(c);
+  const float *cols = unfold_group(layer, w, x, n);
+  float *out = n == 1 ? y : w->planes;
+
+  fedc_blas_sgemm(false, false, c->out_c, width, rows, 1.0f,
+                  layer->params[0].value, rows, cols, width, 0.0f, out,
+                  width);
+  store_output(layer, out, y, n);
+}
+
+static void forward_range(void *ctx, unsigned worker, size_t begin,
+                          size_t end)
+{
+  const conv_job *job = ctx;
+  fedc_layer *layer = job->layer;
+  conv *c = layer->priv;
+
+  for (size_t b = begin; b < end; b += c->group) {
+    size_t n = end - b < c->group ? end - b : c->group;
+
+    forward_group(layer, &c->work[worker], job->x + b * layer->in_size,
+                  job->y + b * layer->out_size, n);
+  }
+}
+
+/* Returns the sum of n floats. Eight partial sums break the chain of
+ * dependent additions, which would otherwise bound the loop by the adder's
+ * latency, and let the compiler use vector additions. */
+static float sum_floats(const float *x, size_t n)
+{
+  float part[8] = { 0 };
+  size_t i = 0;
+  float sum = 0.0f;
+
+  for (; i + 8 <= n; i += 8)
+    for (size_t j = 0; j < 8; j++)
+      part[j] += x[i + j];
+  for (; i < n; i++)
+    sum += x[i];
+  for (size_t j = 0; j < 8; j++)
+    sum += part[j];
+  return sum;
+}
+
+/* Copies n floats of dy to dst where y > 0 and zeros elsewhere: the
+ * folded ReLU's derivative. dy[i] is loaded unconditionally so that the
+ * compiler can use a vector select instead of a branch per element. */
+static void mask_grad(const float *restrict dy, const float *restrict y,
+                      float *restrict dst, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    float g = dy[i];
+
+    dst[i] = y[i] > 0 ? g : 0.0f;
+  }
+}
+
+/* Returns the output gradient of n examples as [out_c, n*area], after the
+ * folded ReLU's derivative if any, and adds its row sums to db unless db
+ * is NULL. That is dy itself for n == 1 without a ReLU, otherwise a copy
+ * in the worker's planes. */
+static const float *gather_grad(const fedc_layer *layer, conv_work *w,
+                                const float *y, const float *dy, size_t n,
+                                float *db)
+{
+  const conv *c = layer->priv;
+  size_t area = conv_out_area(c), width = n * area;
+  bool copy = n > 1 || layer->relu_out;
+
+  for (uint32_t o = 0; o < c->out_c; o++) {
+    float sum = 0.0f;
+
+    for (size_t s = 0; s < n; s++) {
+      size_t at = s * layer->out_size + o * area;
+      float *dst = w->planes + o * width + s * area;
+
+      if (layer->relu_out) {
+        mask_grad(dy + at, y + at, dst, area);
+        sum += sum_floats(dst, area);
+        continue;
+      }
+      sum += sum_floats(dy + at, area);
+      if (copy)
+        memcpy(dst, dy + at, area * sizeof(float));
+    }
+    if (db != NULL)
+      db[o] += sum;
+  }
+  return copy ? w->planes : dy;
+}
+
+/* Adds this group's dW to dw and db to db (NULL without a bias), and
+ * writes dx unless it is NULL. */
+static void backward_group(const fedc_layer *layer, conv_work *w,
+                           const conv_job *job, size_t b, size_t n,
+                           float *dw, float *db)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c), area = conv_out_area(c);
+  size_t width = n * area;
+  const float *g = gather_grad(layer, w, job->out + b * layer->out_size,
+                               job->dy + b * layer->out_size, n, db);
+  const float *cols = unfold_group(layer, w, job->x + b * layer->in_size, n);
+
+  fedc_blas_sgemm(false, true, c->out_c, rows, width, 1.0f, g, width, cols,
+                  width, 1.0f, dw, rows);
+  if (job->dx == NULL)
+    return;
+  fedc_blas_sgemm(true, false, rows, width, c->out_c, 1.0f,
+                  layer->params[0].value, rows, g, width, 0.0f, w->cols,
+                  width);
+  for (size_t s = 0; s < n; s++)
+    fold_example(c, w, w->cols + s * area, width,
+                 job->dx + (b + s) * layer->in_size);
+}
+
+/* Worker 0 adds into the parameter gradients; the others into their own
+ * sums, which conv_backward adds afterwards. */
+static void backward_range(void *ctx, unsigned worker, size_t begin,
+                           size_t end)
+{
+  const conv_job *job = ctx;
+  const fedc_layer *layer = job->layer;
+  conv *c = layer->priv;
+  conv_work *w = &c->work[worker];
+  size_t weights = layer->params[0].numel;
+  float *dw = worker == 0 ? layer->params[0].grad : w->grad;
+  float *db = !c->has_bias ? NULL
+              : worker == 0 ? layer->params[1].grad : w->grad + weights;
+
+  if (worker > 0)
+    memset(w->grad, 0, (weights + c->out_c) * sizeof(float));
+  for (size_t b = begin; b < end; b += c->group) {
+    size_t n = end - b < c->group ? end - b : c->group;
+
+    backward_group(layer, w, job, b, n, dw, db);
+  }
+}
+
+/* --- Reference path ------------------------------------------------------ */
+
+/* The input row or column read by output position pos at kernel offset k,
+ * or -1 inside the padding. */
+static long conv_source(const conv *c, uint32_t pos, uint32_t k,
+                        uint32_t size)
+{
+  long i = (long)pos * c->stride - c->padding + k;
+
+  return i >= 0 && i < (long)size ? i : -1;
+}
+
+static double reference_dot(const conv *c, const float *x, const float *wo,
+                            uint32_t oh, uint32_t ow)
+{
+  double sum = 0.0;
+
+  for (uint32_t ch = 0; ch < c->in_c; ch++) {
+    for (uint32_t kh = 0; kh < c->kernel; kh++) {
+      long ih = conv_source(c, oh, kh, c->in_h);
+
+      for (uint32_t kw = 0; kw < c->kernel && ih >= 0; kw++) {
+        long iw = conv_source(c, ow, kw, c->in_w);
+
+        if (iw >= 0)
+          sum += (double)wo[(ch * c->kernel + kh) * c->kernel + kw] *
+                 x[((size_t)ch * c->in_h + ih) * c->in_w + iw];
+      }
+    }
+  }
+  return sum;
+}
+
+static void reference_forward(const fedc_layer *layer, const float *x,
+                              float *y, uint32_t batch)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c), area = conv_out_area(c);
+
+  for (uint32_t b = 0; b < batch; b++) {
+    for (uint32_t o = 0; o < c->out_c; o++) {
+      const float *wo = layer->params[0].value + o * rows;
+      double bias = c->has_bias ? layer->params[1].value[o] : 0.0;
+
+      for (uint32_t i = 0; i < area; i++) {
+        float v = (float)(bias + reference_dot(c, x + b * layer->in_size, wo,
+                                               i / c->out_w, i % c->out_w));
+
+        y[b * layer->out_size + o * area + i] =
+            layer->relu_out && !(v > 0) ? 0.0f : v;
+      }
+    }
+  }
+}
+
+/* Adds dW[o][ch][kh][kw] and db[o] over the batch. */
+static void reference_params(const fedc_layer *layer, const float *x,
+                             const float *dy, uint32_t batch)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c), area = conv_out_area(c);
+
+  for (uint32_t o = 0; o < c->out_c; o++) {
+    for (size_t r = 0; r < rows; r++) {
+      uint32_t ch = (uint32_t)(r / (c->kernel * c->kernel));
+      uint32_t kh = (uint32_t)(r / c->kernel % c->kernel);
+      uint32_t kw = (uint32_t)(r % c->kernel);
+      double sum = 0.0;
+
+      for (uint32_t b = 0; b < batch; b++) {
+        for (uint32_t i = 0; i < area; i++) {
+          long ih = conv_source(c, i / c->out_w, kh, c->in_h);
+          long iw = conv_source(c, i % c->out_w, kw, c->in_w);
+
+          if (ih >= 0 && iw >= 0)
+            sum += (double)dy[b * layer->out_size + o * area + i] *
+                   x[b * layer->in_size + ((size_t)ch * c->in_h + ih) *
+                     c->in_w + iw];
+        }
+      }
+      layer->params[0].grad[o * rows + r] += (float)sum;
+    }
+  }
+  for (uint32_t o = 0; o < c->out_c && c->has_bias; o++) {
+    double sum = 0.0;
+
+    for (uint32_t b = 0; b < batch; b++)
+      for (size_t i = 0; i < area; i++)
+        sum += dy[b * layer->out_size + o * area + i];
+    layer->params[1].grad[o] += (float)sum;
+  }
+}
+
+/* dx[ch][ih][iw] sums dy[o][oh][ow] * W[o][ch][kh][kw] over the outputs
+ * that read it: ih = oh * stride - padding + kh, the same for columns. */
+static double reference_input_grad(const conv *c, const float *dy,
+                                   const float *w, uint32_t ch, uint32_t ih,
+                                   uint32_t iw)
+{
+  size_t rows = conv_col_rows(c), area = conv_out_area(c);
+  double sum = 0.0;
+
+  for (uint32_t kh = 0; kh < c->kernel; kh++) {
+    long th = (long)ih + c->padding - kh;
+
+    if (th < 0 || th % c->stride != 0 || th / c->stride >= c->out_h)
+      continue;
+    for (uint32_t kw = 0; kw < c->kernel; kw++) {
+      long tw = (long)iw + c->padding - kw;
+      size_t i = (size_t)(th / c->stride) * c->out_w;
+
+      if (tw < 0 || tw % c->stride != 0 || tw / c->stride >= c->out_w)
+        continue;
+      i += (size_t)(tw / c->stride);
+      for (uint32_t o = 0; o < c->out_c; o++)
+        sum += (double)dy[o * area + i] *
+               w[o * rows + (ch * c->kernel + kh) * c->kernel + kw];
+    }
+  }
+  return sum;
+}
+
+/* Returns dy after the folded ReLU's derivative: dy itself without one,
+ * else a copy to free, or NULL when out of memory. */
+static float *reference_relu_grad(const fedc_layer *layer, const float *y,
+                                  const float *dy, uint32_t batch)
+{
+  size_t n = batch * layer->out_size;
+  float *g;
+
+  if (!layer->relu_out)
+    return (float *)dy;
+  if ((g = malloc(n * sizeof(float) + 1)) == NULL)
+    return NULL;
+  for (size_t i = 0; i < n; i++)
+    g[i] = y[i] > 0 ? dy[i] : 0.0f;
+  return g;
+}
+
+static int reference_backward(const fedc_layer *layer, const float *x,
+                              const float *y, const float *dy_out, float *dx,
+                              uint32_t batch)
+{
+  const conv *c = layer->priv;
+  float *dy = reference_relu_grad(layer, y, dy_out, batch);
+
+  if (dy == NULL)
+    return FEDC_ENOMEM;
+  reference_params(layer, x, dy, batch);
+  for (uint32_t b = 0; b < batch && dx != NULL; b++)
+    for (uint32_t ch = 0; ch < c->in_c; ch++)
+      for (uint32_t ih = 0; ih < c->in_h; ih++)
+        for (uint32_t iw = 0; iw < c->in_w; iw++)
+          dx[b * layer->in_size + ((size_t)ch * c->in_h + ih) * c->in_w +
+             iw] = (float)reference_input_grad(
+              c, dy + b * layer->out_size, layer->params[0].value, ch, ih,
+              iw);
+  if (dy != dy_out)
+    free(dy);
+  return 0;
+}
+
+/* --- Layer operations ---------------------------------------------------- */
 
 /* Same bound as nn.Linear, with fan_in = C * k * k. */
 static void conv_init(fedc_layer *layer, fedc_rng *rng)
@@ -133,49 +561,69 @@ static void conv_init(fedc_layer *layer, fedc_rng *rng)
                             bound, rng);
 }
 
-static int conv_reserve(conv *c, uint32_t batch)
+static size_t conv_work_floats(const conv *c)
 {
-  size_t width = (size_t)batch * conv_out_area(c);
-  int rc = fedc_layer_reserve(&c->cols, &c->cols_cap,
-                              conv_col_rows(c) * width);
+  size_t width = (size_t)c->group * conv_out_area(c);
 
-  if (rc == 0)
-    rc = fedc_layer_reserve(&c->planes, &c->planes_cap, c->out_c * width);
-  return rc;
+  return 2 * conv_padded_size(c) + conv_col_rows(c) * width +
+         c->out_c * width + c->out_c * (conv_col_rows(c) + 1);
 }
 
-/* The whole batch is one sgemm, W [out, C*k*k] x cols [C*k*k, batch*area],
- * because per-example products are too narrow for OpenBLAS to run fast.
- * The columns stay for the backward pass. */
+static void conv_work_free(conv_work *w)
+{
+  free(w->padded);
+  free(w->dpadded);
+  free(w->cols);
+  free(w->planes);
+  free(w->grad);
+  *w = (conv_work){ 0 };
+}
+
+static int conv_work_alloc(const conv *c, conv_work *w)
+{
+  size_t width = (size_t)c->group * conv_out_area(c);
+
+  w->padded = calloc(conv_padded_size(c), sizeof(float));
+  w->dpadded = malloc(conv_padded_size(c) * sizeof(float));
+  w->cols = malloc(conv_col_rows(c) * width * sizeof(float));
+  w->planes = malloc(c->out_c * width * sizeof(float));
+  w->grad = malloc(c->out_c * (conv_col_rows(c) + 1) * sizeof(float));
+  if (w->padded == NULL || w->dpadded == NULL || w->cols == NULL ||
+      w->planes == NULL || w->grad == NULL) {
+    conv_work_free(w);
+    return FEDC_ENOMEM;
+  }
+  return 0;
+}
+
+/* Allocates scratch for every worker of the current thread count. */
+static int conv_reserve(conv *c)
+{
+  unsigned workers = fedc_parallel_get_threads();
+
+  while (c->workers < workers) {
+    int rc = conv_work_alloc(c, &c->work[c->workers]);
+
+    if (rc != 0)
+      return rc;
+    c->workers++;
+  }
+  return 0;
+}
+
 static int conv_forward(fedc_layer *layer, const float *x, float *y,
                         uint32_t batch, const fedc_pass *pass)
 {
-  conv *c = layer->priv;
-  size_t rows = conv_col_rows(c), area = conv_out_area(c);
-  size_t width = (size_t)batch * area;
-  int rc = conv_reserve(c, batch);
+  conv_job job = { .layer = layer, .x = x, .y = y };
+  int rc;
 
-  if (rc != 0)
-    return rc;
-  for (uint32_t b = 0; b < batch; b++)
-    fedc_conv_im2col(x + b * layer->in_size, c->in_c, c->in_h, c->in_w,
-                     c->kernel, c->stride, c->padding, c->cols + b * area,
-                     width);
-  fedc_blas_sgemm(false, false, c->out_c, width, rows, 1.0f,
-                  layer->params[0].value, rows, c->cols, width, 0.0f,
-                  c->planes, width);
-
-  /* [out, batch, area] to [batch, out, area], adding the bias. */
-  for (uint32_t b = 0; b < batch; b++) {
-    for (uint32_t o = 0; o < c->out_c; o++) {
-      const float *src = c->planes + o * width + b * area;
-      float *dst = y + b * layer->out_size + o * area;
-      float bias = c->has_bias ? layer->params[1].value[o] : 0.0f;
-
-      for (size_t i = 0; i < area; i++)
-        dst[i] = src[i] + bias;
-    }
+  if (fedc_layer_reference()) {
+    reference_forward(layer, x, y, batch);
+    return 0;
   }
+  if ((rc = conv_reserve(layer->priv)) != 0)
+    return rc;
+  fedc_parallel_run(batch, forward_range, &job);
   return 0;
 }
 
@@ -183,38 +631,26 @@ static int conv_backward(fedc_layer *layer, const float *x, const float *y,
                          const float *dy, float *dx, uint32_t batch)
 {
   conv *c = layer->priv;
-  size_t rows = conv_col_rows(c), area = conv_out_area(c);
-  size_t width = (size_t)batch * area;
+  conv_job job = { .layer = layer, .x = x, .out = y, .dy = dy, .dx = dx };
+  unsigned workers = fedc_parallel_get_threads();
+  size_t grads = layer->params[0].numel + (c->has_bias ? c->out_c : 0);
+  int rc;
 
-  /* dy [batch, out, area] to [out, batch, area], summing the bias grad. */
-  for (uint32_t b = 0; b < batch; b++) {
-    for (uint32_t o = 0; o < c->out_c; o++) {
-      const float *src = dy + b * layer->out_size + o * area;
-      float *dst = c->planes + o * width + b * area;
-      float sum = 0.0f;
+  if (fedc_layer_reference())
+    return reference_backward(layer, x, y, dy, dx, batch);
+  if ((rc = conv_reserve(c)) != 0)
+    return rc;
+  fedc_parallel_run(batch, backward_range, &job);
 
-      for (size_t i = 0; i < area; i++) {
-        dst[i] = src[i];
-        sum += src[i];
-      }
-      if (c->has_bias)
-        layer->params[1].grad[o] += sum;
-    }
+  /* Workers past the batch size had no range and left stale sums. */
+  if (workers > batch)
+    workers = batch;
+  for (unsigned w = 1; w < workers; w++) {
+    for (size_t i = 0; i < layer->params[0].numel; i++)
+      layer->params[0].grad[i] += c->work[w].grad[i];
+    for (size_t i = layer->params[0].numel; i < grads; i++)
+      layer->params[1].grad[i - layer->params[0].numel] += c->work[w].grad[i];
   }
-
-  /* dW [out, C*k*k] += dy [out, width] cols^T, with the forward's cols. */
-  fedc_blas_sgemm(false, true, c->out_c, rows, width, 1.0f, c->planes, width,
-                  c->cols, width, 1.0f, layer->params[0].grad, rows);
-  if (dx == NULL)
-    return 0;
-
-  /* dcols = W^T dy overwrites cols, then folds back into each image. */
-  fedc_blas_sgemm(true, false, rows, width, c->out_c, 1.0f,
-                  layer->params[0].value, rows, c->planes, width, 0.0f,
-                  c->cols, width);
-  memset(dx, 0, batch * layer->in_size * sizeof(float));
-  for (uint32_t b = 0; b < batch; b++)
-    col2im(c, c->cols + b * area, width, dx + b * layer->in_size);
   return 0;
 }
 
@@ -222,18 +658,16 @@ static size_t conv_scratch_bytes(const fedc_layer *layer, uint32_t batch)
 {
   const conv *c = layer->priv;
 
-  return (conv_col_rows(c) + c->out_c) * batch * conv_out_area(c) *
-         sizeof(float);
+  return fedc_parallel_get_threads() * conv_work_floats(c) * sizeof(float);
 }
 
 static void conv_destroy(fedc_layer *layer)
 {
   conv *c = layer->priv;
 
-  if (c != NULL) {
-    free(c->cols);
-    free(c->planes);
-  }
+  if (c != NULL)
+    for (unsigned w = 0; w < c->workers; w++)
+      conv_work_free(&c->work[w]);
   free(c);
 }
 
@@ -257,6 +691,20 @@ static int conv_declare(fedc_layer *layer, const conv *c)
   return rc;
 }
 
+/* Fills in the sizes that follow from the input, kernel and padding. */
+static void conv_set_geometry(conv *c)
+{
+  size_t area;
+
+  c->out_h = (c->in_h + 2 * c->padding - c->kernel) / c->stride + 1;
+  c->out_w = (c->in_w + 2 * c->padding - c->kernel) / c->stride + 1;
+  c->pad_h = c->in_h + 2 * c->padding;
+  c->pad_w = c->in_w + 2 * c->padding;
+  area = conv_out_area(c);
+  c->group = area >= CONV_MIN_COLUMNS
+                 ? 1 : (uint32_t)((CONV_MIN_COLUMNS + area - 1) / area);
+}
+
 int fedc_conv_new(const char *name, const fedc_shape *in,
                   uint32_t out_channels, uint32_t kernel, uint32_t stride,
                   uint32_t padding, bool bias, fedc_layer **out)
@@ -278,11 +726,11 @@ int fedc_conv_new(const char *name, const fedc_shape *in,
     return FEDC_ENOMEM;
   }
   layer->priv = c;
+  layer->fuses_relu = true;
   *c = (conv){ .in_c = in->dim[0], .in_h = in->dim[1], .in_w = in->dim[2],
                .out_c = out_channels, .kernel = kernel, .stride = stride,
                .padding = padding, .has_bias = bias };
-  c->out_h = (c->in_h + 2 * padding - kernel) / stride + 1;
-  c->out_w = (c->in_w + 2 * padding - kernel) / stride + 1;
+  conv_set_geometry(c);
   fedc_layer_set_out(layer, &(fedc_shape){ 3, { out_channels, c->out_h,
                                                 c->out_w } });
   if ((rc = conv_declare(layer, c)) != 0) {

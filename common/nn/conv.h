@@ -1,6 +1,16 @@
 /* 2-D convolution, PyTorch's nn.Conv2d with a square kernel, one stride
  * and one zero padding for both axes: "weight" [out, in, k, k] and "bias"
- * [out]. Computed as im2col of the whole batch followed by one sgemm. */
+ * [out].
+ *
+ * The fast path splits the batch over the fedc_parallel workers. Each
+ * worker unfolds a group of examples at a time (im2col, into scratch that
+ * stays in cache) and runs one sgemm per group and per product: forward
+ * W x cols, weight gradient dy x cols^T, input gradient W^T x dy folded
+ * back (col2im). The backward pass unfolds the input again instead of
+ * keeping the forward's columns, and skips the input gradient where the
+ * caller passes no dx (the model's first layer). With
+ * fedc_layer_set_reference(true), direct loops accumulating in double
+ * compute the same values instead. */
 #ifndef FEDC_NN_CONV_H
 #define FEDC_NN_CONV_H
 
@@ -15,11 +25,5 @@
 int fedc_conv_new(const char *name, const fedc_shape *in,
                   uint32_t out_channels, uint32_t kernel, uint32_t stride,
                   uint32_t padding, bool bias, fedc_layer **out);
-
-/* Unfolds one [C, H, W] image into col [C*k*k, OH*OW], whose rows are ld
- * floats apart (ld >= OH*OW), with zeros for the padding. */
-void fedc_conv_im2col(const float *x, uint32_t channels, uint32_t height,
-                      uint32_t width, uint32_t kernel, uint32_t stride,
-                      uint32_t padding, float *col, size_t ld);
 
 #endif

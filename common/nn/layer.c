@@ -129,6 +129,18 @@ int fedc_layer_reserve_index(int32_t **buf, size_t *cap, size_t count)
   return rc;
 }
 
+static bool use_reference;
+
+void fedc_layer_set_reference(bool reference)
+{
+  use_reference = reference;
+}
+
+bool fedc_layer_reference(void)
+{
+  return use_reference;
+}
+
 void fedc_layer_init_uniform(float *x, size_t n, float bound, fedc_rng *rng)
 {
   for (size_t i = 0; i < n; i++)

@@ -91,6 +91,16 @@ struct fedc_layer {
   size_t num_buffers;
   struct fedc_net *sub[2];           /* residual body and shortcut, or NULL */
   void *priv;
+
+  /* Set by layers that can take over a ReLU that follows them. */
+  bool fuses_relu;
+  /* Set by the net when a ReLU follows a layer with fuses_relu: forward applies the ReLU to y, and backward receives the gradient
+   * of the ReLU's output and multiplies it by ReLU's derivative (y > 0)
+   * itself. This saves the ReLU's own passes over the batch. */
+  bool relu_out;
+  /* Set by the net on that ReLU: the net skips its forward and backward,
+   * and its output is the previous layer's. */
+  bool folded;
 };
 
 /* Returns the number of floats in one example of shape. */
@@ -119,6 +129,13 @@ void fedc_layer_free(fedc_layer **layer);
  * Returns 0, FEDC_EOVERFLOW or FEDC_ENOMEM. */
 int fedc_layer_reserve(float **buf, size_t *cap, size_t count);
 int fedc_layer_reserve_index(int32_t **buf, size_t *cap, size_t count);
+
+/* Makes the conv and pool layers run their plain-C reference kernels
+ * (reference == true) or their fast ones (the default), for the whole
+ * process. Meant for tests that compare the two; do not switch while
+ * another thread trains. */
+void fedc_layer_set_reference(bool reference);
+bool fedc_layer_reference(void);
 
 /* Fills n floats with the uniform distribution on [-bound, bound). */
 void fedc_layer_init_uniform(float *x, size_t n, float bound, fedc_rng *rng);

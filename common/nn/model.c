@@ -9,6 +9,7 @@
 #include "nn/loss.h"
 #include "nn/net.h"
 #include "nn/optim.h"
+#include "nn/parallel.h"
 #include "nn/spec.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -565,6 +566,8 @@ int fedc_model_evaluate(fedc_model *model, const fedc_dataset_view *view,
 void fedc_nn_set_threads(int threads)
 {
   fedc_blas_set_threads(threads);
+  if (threads > 0)
+    fedc_parallel_set_threads((unsigned)threads);
 }
 
 /* --- Description ----------------------------------------------------------- */

@@ -132,7 +132,9 @@ int fedc_model_evaluate_classes(fedc_model *model,
 int fedc_model_describe(const fedc_model *model, uint32_t batch_size,
                         char **out);
 
-/* Sets the OpenBLAS thread count for this process (0 leaves it as is). */
+/* Sets the thread count of OpenBLAS and of the layers' own workers
+ * (nn/parallel.h) for this process; 0 leaves both as they are. With more
+ * than one thread, train one model at a time in the process. */
 void fedc_nn_set_threads(int threads);
 
 #endif

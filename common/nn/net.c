@@ -22,7 +22,8 @@ static void net_release_buffers(fedc_net *net)
 {
   if (net->acts != NULL) {
     for (size_t i = 0; i < net->count; i++)
-      free(net->acts[i]);
+      if (!net->layers[i]->folded)
+        free(net->acts[i]);
     free(net->acts);
     net->acts = NULL;
   }
@@ -54,6 +55,16 @@ static bool shape_equal(const fedc_shape *a, const fedc_shape *b)
   return true;
 }
 
+/* Folds a ReLU into the layer before it when that layer can apply it. */
+static void fold_relu(fedc_layer *prev, fedc_layer *layer)
+{
+  if (prev->fuses_relu && !prev->relu_out &&
+      strcmp(layer->ops->kind, "relu") == 0) {
+    prev->relu_out = true;
+    layer->folded = true;
+  }
+}
+
 int fedc_net_append(fedc_net *net, fedc_layer *layer)
 {
   if (!shape_equal(&layer->in, &net->out)) {
@@ -73,6 +84,8 @@ int fedc_net_append(fedc_net *net, fedc_layer *layer)
   }
   /* Buffers were sized for the old layer list. */
   net_release_buffers(net);
+  if (net->count > 0)
+    fold_relu(net->layers[net->count - 1], layer);
   net->layers[net->count++] = layer;
   net->out = layer->out;
   if (layer->out_size > net->max_size)
@@ -92,6 +105,11 @@ static int net_reserve(fedc_net *net, uint32_t batch)
   if (net->acts == NULL)
     return FEDC_ENOMEM;
   for (size_t i = 0; i < net->count; i++) {
+    /* A folded ReLU runs in place, inside the layer before it. */
+    if (net->layers[i]->folded) {
+      net->acts[i] = net->acts[i - 1];
+      continue;
+    }
     net->acts[i] = malloc(net->layers[i]->out_size * batch * sizeof(float) + 1);
     if (net->acts[i] == NULL)
       goto fail;
@@ -120,8 +138,8 @@ int fedc_net_forward(fedc_net *net, const float *x, uint32_t batch,
   for (size_t i = 0; i < net->count; i++) {
     fedc_layer *layer = net->layers[i];
 
-    rc = layer->ops->forward(layer, in, net->acts[i], batch, pass);
-    if (rc != 0)
+    if (!layer->folded &&
+        (rc = layer->ops->forward(layer, in, net->acts[i], batch, pass)) != 0)
       return rc;
     in = net->acts[i];
   }
@@ -142,10 +160,15 @@ int fedc_net_backward(fedc_net *net, const float *x, const float *dy,
   for (size_t i = net->count; i-- > 0;) {
     fedc_layer *layer = net->layers[i];
     const float *in = i > 0 ? net->acts[i - 1] : x;
-    float *grad_in = i > 0 ? net->grad[i % 2] : dx;
-    int rc = layer->ops->backward(layer, in, net->acts[i], grad_out, grad_in,
-                                  batch);
+    /* Alternate between the two buffers; folded layers break parity. */
+    float *grad_in = i == 0 ? dx
+                     : grad_out == net->grad[0] ? net->grad[1] : net->grad[0];
+    int rc;
 
+    if (layer->folded)
+      continue;
+    rc = layer->ops->backward(layer, in, net->acts[i], grad_out, grad_in,
+                              batch);
     if (rc != 0)
       return rc;
     grad_out = grad_in;
@@ -173,7 +196,8 @@ size_t fedc_net_train_bytes(const fedc_net *net, uint32_t batch)
   for (size_t i = 0; i < net->count; i++) {
     const fedc_layer *layer = net->layers[i];
 
-    bytes += layer->out_size * batch * sizeof(float);
+    if (!layer->folded)
+      bytes += layer->out_size * batch * sizeof(float);
     if (layer->ops->scratch_bytes != NULL)
       bytes += layer->ops->scratch_bytes(layer, batch);
     for (int s = 0; s < 2; s++)

@@ -14,7 +14,8 @@ typedef struct fedc_net {
   size_t capacity;
   fedc_shape in;
   fedc_shape out;            /* output shape of the last layer, or in */
-  float **acts;              /* acts[i]: output of layer i, batch_cap rows */
+  float **acts;              /* acts[i]: output of layer i, batch_cap rows
+                                (acts[i - 1] itself for a folded ReLU) */
   float *grad[2];            /* alternating input-gradient buffers */
   size_t max_size;           /* largest per-example layer output, floats */
   uint32_t batch_cap;
@@ -27,7 +28,9 @@ int fedc_net_new(const fedc_shape *in, fedc_net **out);
 void fedc_net_free(fedc_net **net);
 
 /* Appends layer, taking ownership of it, also on failure. The layer's
- * input shape must equal the net's current output shape (FEDC_ESHAPE). */
+ * input shape must equal the net's current output shape (FEDC_ESHAPE). A
+ * ReLU after a layer that can apply it (fuses_relu, a convolution)
+ * is folded into that layer, see fedc_layer.relu_out. */
 int fedc_net_append(fedc_net *net, fedc_layer *layer);
 
 /* Runs the layers on batch examples at x; *y is set to the output, which

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/parallel.h"
 #include "util/error.h"
 
 typedef struct pool {
@@ -66,63 +67,199 @@ static float window_mean(const pool *p, const float *plane, window w)
   return sum / (float)(p->kernel_h * p->kernel_w);
 }
 
+/* The usual max pooling: 2x2 windows, stride 2, no padding. */
+static bool pool_is_max_2x2(const pool *p)
+{
+  return p->kind == FEDC_POOL_MAX && p->kernel_h == 2 && p->kernel_w == 2 &&
+         p->stride_h == 2 && p->stride_w == 2 && p->padding == 0;
+}
+
+/* Moves *best to v and *offset to at when v > *best, in integer masks so
+ * that the compiler emits no branch. */
+static void take_larger(float v, int32_t at, float *best, int32_t *offset)
+{
+  uint32_t take = v > *best;
+
+  *offset ^= (*offset ^ at) & -(int32_t)take;
+  *best = v > *best ? v : *best;
+}
+
+/* One output of a 2x2 max pool whose window starts at top (offset at in
+ * its plane): the first maximum in row-major order, as in window_max.
+ * Without NaN that is a chain of selects, which compile without branches;
+ * branches on pixel values would mispredict half of the time. */
+static float max_of_four(const float *top, uint32_t width, int32_t at,
+                         int32_t *where)
+{
+  float a = top[0], b = top[1], c = top[width], d = top[width + 1];
+  float best = a;
+  int32_t offset = 0;
+
+  if (a != a || b != b || c != c || d != d) {
+    window w = { 0, 2, 0, 2 };
+    pool two = { .in_w = width };
+    int32_t first;
+
+    best = window_max(&two, top, w, &first);
+    *where = at + first;
+    return best;
+  }
+  take_larger(b, 1, &best, &offset);
+  take_larger(c, (int32_t)width, &best, &offset);
+  take_larger(d, (int32_t)width + 1, &best, &offset);
+  *where = at + offset;
+  return best;
+}
+
+static void max_2x2_forward(const pool *p, const float *in, float *out,
+                            int32_t *argmax)
+{
+  for (uint32_t oh = 0; oh < p->out_h; oh++) {
+    int32_t row = (int32_t)(2 * oh * p->in_w);
+
+    for (uint32_t ow = 0; ow < p->out_w; ow++, out++, argmax++)
+      *out = max_of_four(in + row + 2 * ow, p->in_w,
+                         row + (int32_t)(2 * ow), argmax);
+  }
+}
+
+/* Any window shape, max or average: the reference path. */
+static void window_forward(const pool *p, const float *in, float *out,
+                           int32_t *argmax)
+{
+  for (uint32_t oh = 0; oh < p->out_h; oh++) {
+    for (uint32_t ow = 0; ow < p->out_w; ow++) {
+      size_t o = (size_t)oh * p->out_w + ow;
+      window w = pool_window(p, oh, ow);
+
+      out[o] = p->kind == FEDC_POOL_MAX ? window_max(p, in, w, &argmax[o])
+                                        : window_mean(p, in, w);
+    }
+  }
+}
+
+/* What the workers of one pass read and write. */
+typedef struct pool_job {
+  const fedc_layer *layer;
+  const float *x;
+  float *y;
+  const float *dy;
+  float *dx;
+} pool_job;
+
+/* Pools planes [begin, end) of the batch (one plane per image channel). */
+static void forward_planes(void *ctx, unsigned worker, size_t begin,
+                           size_t end)
+{
+  const pool_job *job = ctx;
+  const pool *p = job->layer->priv;
+  size_t in_area = (size_t)p->in_h * p->in_w;
+  size_t out_area = (size_t)p->out_h * p->out_w;
+  bool fast = pool_is_max_2x2(p) && !fedc_layer_reference();
+
+  for (size_t plane = begin; plane < end; plane++) {
+    const float *in = job->x + plane * in_area;
+    float *out = job->y + plane * out_area;
+    int32_t *argmax = p->argmax != NULL ? p->argmax + plane * out_area : NULL;
+
+    if (fast)
+      max_2x2_forward(p, in, out, argmax);
+    else
+      window_forward(p, in, out, argmax);
+  }
+}
+
 static int pool_forward(fedc_layer *layer, const float *x, float *y,
                         uint32_t batch, const fedc_pass *pass)
 {
   pool *p = layer->priv;
-  size_t planes = (size_t)batch * p->channels;
-  size_t in_area = (size_t)p->in_h * p->in_w;
-  int rc = 0;
+  pool_job job = { .layer = layer, .x = x, .y = y };
+  int rc;
 
-  if (p->kind == FEDC_POOL_MAX)
-    rc = fedc_layer_reserve_index(&p->argmax, &p->argmax_cap,
-                                  batch * layer->out_size);
-  for (size_t plane = 0; rc == 0 && plane < planes; plane++) {
-    const float *in = x + plane * in_area;
+  if (p->kind == FEDC_POOL_MAX &&
+      (rc = fedc_layer_reserve_index(&p->argmax, &p->argmax_cap,
+                                     batch * layer->out_size)) != 0)
+    return rc;
+  fedc_parallel_run((size_t)batch * p->channels, forward_planes, &job);
+  return 0;
+}
 
-    for (uint32_t oh = 0; oh < p->out_h; oh++) {
-      for (uint32_t ow = 0; ow < p->out_w; ow++) {
-        size_t o = (plane * p->out_h + oh) * p->out_w + ow;
-        window w = pool_window(p, oh, ow);
+/* The gradient of a 2x2 max pool: each window gets dy at its maximum and
+ * zeros elsewhere, and inputs outside every window (the last row or column
+ * of an odd size) get zeros, so that no memset of din is needed. */
+static void max_2x2_backward(const pool *p, const float *dy,
+                             const int32_t *argmax, float *din)
+{
+  for (uint32_t oh = 0; oh < p->out_h; oh++) {
+    float *top = din + 2 * oh * p->in_w;
 
-        y[o] = p->kind == FEDC_POOL_MAX
-                   ? window_max(p, in, w, &p->argmax[o])
-                   : window_mean(p, in, w);
+    for (uint32_t ow = 0; ow < p->out_w; ow++) {
+      top[2 * ow] = top[2 * ow + 1] = 0.0f;
+      top[p->in_w + 2 * ow] = top[p->in_w + 2 * ow + 1] = 0.0f;
+    }
+    for (uint32_t ow = 0; ow < p->out_w; ow++, dy++, argmax++)
+      din[*argmax] = *dy;
+    if (p->in_w % 2 != 0)
+      top[p->in_w - 1] = top[2 * p->in_w - 1] = 0.0f;
+  }
+  if (p->in_h % 2 != 0)
+    memset(din + (size_t)(p->in_h - 1) * p->in_w, 0,
+           p->in_w * sizeof(float));
+}
+
+/* Any window shape, max or average: the reference path. */
+static void window_backward(const pool *p, const float *dy,
+                            const int32_t *argmax, float *din)
+{
+  float scale = 1.0f / (float)(p->kernel_h * p->kernel_w);
+
+  memset(din, 0, (size_t)p->in_h * p->in_w * sizeof(float));
+  for (uint32_t oh = 0; oh < p->out_h; oh++) {
+    for (uint32_t ow = 0; ow < p->out_w; ow++) {
+      size_t o = (size_t)oh * p->out_w + ow;
+      window w = pool_window(p, oh, ow);
+
+      if (p->kind == FEDC_POOL_MAX) {
+        din[argmax[o]] += dy[o];
+        continue;
       }
+      for (long ih = w.h0; ih < w.h1; ih++)
+        for (long iw = w.w0; iw < w.w1; iw++)
+          din[ih * p->in_w + iw] += dy[o] * scale;
     }
   }
-  return rc;
+}
+
+static void backward_planes(void *ctx, unsigned worker, size_t begin,
+                            size_t end)
+{
+  const pool_job *job = ctx;
+  const pool *p = job->layer->priv;
+  size_t in_area = (size_t)p->in_h * p->in_w;
+  size_t out_area = (size_t)p->out_h * p->out_w;
+  bool fast = pool_is_max_2x2(p) && !fedc_layer_reference();
+
+  for (size_t plane = begin; plane < end; plane++) {
+    const float *dy = job->dy + plane * out_area;
+    const int32_t *argmax =
+        p->argmax != NULL ? p->argmax + plane * out_area : NULL;
+    float *din = job->dx + plane * in_area;
+
+    if (fast)
+      max_2x2_backward(p, dy, argmax, din);
+    else
+      window_backward(p, dy, argmax, din);
+  }
 }
 
 static int pool_backward(fedc_layer *layer, const float *x, const float *y,
                          const float *dy, float *dx, uint32_t batch)
 {
   const pool *p = layer->priv;
-  size_t planes = (size_t)batch * p->channels;
-  size_t in_area = (size_t)p->in_h * p->in_w;
-  float scale = 1.0f / (float)(p->kernel_h * p->kernel_w);
+  pool_job job = { .layer = layer, .dy = dy, .dx = dx };
 
-  if (dx == NULL)
-    return 0;
-  memset(dx, 0, batch * layer->in_size * sizeof(float));
-  for (size_t plane = 0; plane < planes; plane++) {
-    float *din = dx + plane * in_area;
-
-    for (uint32_t oh = 0; oh < p->out_h; oh++) {
-      for (uint32_t ow = 0; ow < p->out_w; ow++) {
-        size_t o = (plane * p->out_h + oh) * p->out_w + ow;
-        window w = pool_window(p, oh, ow);
-
-        if (p->kind == FEDC_POOL_MAX) {
-          din[p->argmax[o]] += dy[o];
-          continue;
-        }
-        for (long ih = w.h0; ih < w.h1; ih++)
-          for (long iw = w.w0; iw < w.w1; iw++)
-            din[ih * p->in_w + iw] += dy[o] * scale;
-      }
-    }
-  }
+  if (dx != NULL)
+    fedc_parallel_run((size_t)batch * p->channels, backward_planes, &job);
   return 0;
 }
 

@@ -1,0 +1,164 @@
+#include "nn/parallel.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nn/blas.h"
+
+/* One process-wide pool. Helpers wait on `start` for a new generation,
+ * run their range and count down `pending`; the caller waits on `done`. */
+typedef struct pool {
+  pthread_mutex_t run_lock;          /* serialises callers of run */
+  pthread_mutex_t lock;              /* guards everything below */
+  pthread_cond_t start;
+  pthread_cond_t done;
+  unsigned threads;                  /* configured worker count */
+  unsigned helpers;                  /* helper threads running */
+  pthread_t tid[FEDC_PARALLEL_MAX];
+  uint64_t born[FEDC_PARALLEL_MAX];  /* generation when each was created */
+  uint64_t generation;
+  unsigned pending;                  /* helpers still in this generation */
+  bool stop;
+  fedc_parallel_fn *fn;
+  void *ctx;
+  size_t n;
+  unsigned ranges;
+} pool;
+
+static pool the_pool = {
+  .run_lock = PTHREAD_MUTEX_INITIALIZER,
+  .lock = PTHREAD_MUTEX_INITIALIZER,
+  .start = PTHREAD_COND_INITIALIZER,
+  .done = PTHREAD_COND_INITIALIZER,
+  .threads = 1,
+};
+
+static void run_range(const pool *p, unsigned worker)
+{
+  size_t begin = p->n * worker / p->ranges;
+  size_t end = p->n * (worker + 1) / p->ranges;
+
+  if (worker < p->ranges && begin < end)
+    p->fn(p->ctx, worker, begin, end);
+}
+
+static void *helper_main(void *arg)
+{
+  pool *p = &the_pool;
+  unsigned worker = (unsigned)(uintptr_t)arg;
+  uint64_t seen;
+
+  /* Not p->generation: a helper that starts late must still take part in
+   * the run that created it. */
+  pthread_mutex_lock(&p->lock);
+  seen = p->born[worker];
+  for (;;) {
+    while (p->generation == seen && !p->stop)
+      pthread_cond_wait(&p->start, &p->lock);
+    if (p->stop)
+      break;
+    seen = p->generation;
+    /* fn, ctx, n and ranges stay fixed until pending reaches zero. */
+    pthread_mutex_unlock(&p->lock);
+    run_range(p, worker);
+    pthread_mutex_lock(&p->lock);
+    if (--p->pending == 0)
+      pthread_cond_signal(&p->done);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+static void stop_helpers(pool *p)
+{
+  pthread_mutex_lock(&p->lock);
+  p->stop = true;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->lock);
+  for (unsigned i = 1; i <= p->helpers; i++)
+    pthread_join(p->tid[i], NULL);
+  p->helpers = 0;
+  p->stop = false;
+}
+
+/* Starts helpers 1 .. threads - 1; on failure keeps the ones started. */
+static void start_helpers(pool *p)
+{
+  while (p->helpers + 1 < p->threads) {
+    unsigned worker = p->helpers + 1;
+
+    p->born[worker] = p->generation;
+    if (pthread_create(&p->tid[worker], NULL, helper_main,
+                       (void *)(uintptr_t)worker) != 0)
+      break;
+    p->helpers++;
+  }
+}
+
+void fedc_parallel_set_threads(unsigned threads)
+{
+  pool *p = &the_pool;
+
+  if (threads < 1)
+    threads = 1;
+  if (threads > FEDC_PARALLEL_MAX)
+    threads = FEDC_PARALLEL_MAX;
+  pthread_mutex_lock(&p->run_lock);
+  if (threads != p->threads) {
+    stop_helpers(p);
+    p->threads = threads;
+  }
+  pthread_mutex_unlock(&p->run_lock);
+}
+
+unsigned fedc_parallel_get_threads(void)
+{
+  return the_pool.threads;
+}
+
+/* Runs ranges 1 .. ranges - 1 on the helpers and range 0 here. */
+static void run_on_helpers(pool *p)
+{
+  pthread_mutex_lock(&p->lock);
+  p->pending = p->helpers;
+  p->generation++;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->lock);
+
+  run_range(p, 0);
+
+  pthread_mutex_lock(&p->lock);
+  while (p->pending > 0)
+    pthread_cond_wait(&p->done, &p->lock);
+  pthread_mutex_unlock(&p->lock);
+}
+
+void fedc_parallel_run(size_t n, fedc_parallel_fn *fn, void *ctx)
+{
+  pool *p = &the_pool;
+  int blas_threads;
+
+  if (p->threads == 1 || n <= 1) {
+    if (n > 0)
+      fn(ctx, 0, 0, n);
+    return;
+  }
+  pthread_mutex_lock(&p->run_lock);
+  start_helpers(p);
+  p->fn = fn;
+  p->ctx = ctx;
+  p->n = n;
+  p->ranges = (unsigned)(n < p->threads ? n : p->threads);
+  blas_threads = fedc_blas_get_threads();
+  fedc_blas_set_threads(1);
+  if (p->helpers + 1 >= p->ranges) {
+    run_on_helpers(p);
+  } else {
+    /* Too few helpers started: every range runs here, in order. */
+    for (unsigned w = 0; w < p->ranges; w++)
+      run_range(p, w);
+  }
+  fedc_blas_set_threads(blas_threads);
+  pthread_mutex_unlock(&p->run_lock);
+}

@@ -1,0 +1,320 @@
+/* The fast convolution and pooling kernels against their plain-C
+ * references (fedc_layer_set_reference), at several thread counts, the
+ * ReLU folded into a convolution against a separate ReLU, and the worker
+ * pool's split of a batch. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/model.h"
+#include "nn/net.h"
+#include "nn/parallel.h"
+#include "nn/spec.h"
+#include "nn_testutil.h"
+#include "util/log.h"
+
+/* Output, input gradient and every parameter gradient of one pass. */
+typedef struct pass_result {
+  float *y, *dx, *grad;
+  size_t ny, nx, ngrad;
+} pass_result;
+
+typedef struct grad_list {
+  float *data;
+  size_t count;
+} grad_list;
+
+static void count_grads(fedc_layer *layer, void *ctx)
+{
+  grad_list *list = ctx;
+
+  for (size_t i = 0; i < layer->num_params; i++)
+    list->count += layer->params[i].numel;
+}
+
+static void copy_grads(fedc_layer *layer, void *ctx)
+{
+  grad_list *list = ctx;
+
+  for (size_t i = 0; i < layer->num_params; i++) {
+    memcpy(list->data + list->count, layer->params[i].grad,
+           layer->params[i].numel * sizeof(float));
+    list->count += layer->params[i].numel;
+  }
+}
+
+/* Parameter gradients start at 0.5, so that a kernel that overwrites
+ * instead of adding fails. */
+static void preset_grads(fedc_layer *layer, void *ctx)
+{
+  for (size_t i = 0; i < layer->num_params; i++)
+    for (size_t j = 0; j < layer->params[i].numel; j++)
+      layer->params[i].grad[j] = 0.5f;
+}
+
+/* Fills n inputs on [-1, 1); every 7th is NaN and every 11th -inf when
+ * special is set. */
+static void fill_input(float *x, size_t n, bool special)
+{
+  fedc_rng rng;
+
+  fedc_rng_seed(&rng, 11);
+  nn_test_fill(x, n, -1.0f, 1.0f, &rng);
+  for (size_t i = 0; special && i < n; i++) {
+    if (i % 7 == 3)
+      x[i] = NAN;
+    else if (i % 11 == 5)
+      x[i] = -INFINITY;
+  }
+}
+
+/* Runs one forward and backward pass of spec on batch examples. */
+static void run_pass(const char *spec, uint32_t batch, unsigned threads,
+                     bool reference, bool special, pass_result *out)
+{
+  fedc_net *net;
+  enum fedc_loss loss;
+  fedc_rng rng;
+  fedc_pass pass = { .train = true, .rng = &rng };
+  grad_list grads = { NULL, 0 };
+  const float *y;
+  float *x, *dy;
+
+  ck_assert_msg(fedc_spec_build(spec, &net, &loss) == 0, "spec %s", spec);
+  nn_test_bind(net, 5);
+  fedc_net_visit(net, preset_grads, NULL);
+  out->nx = fedc_layer_shape_size(&net->in) * batch;
+  out->ny = fedc_layer_shape_size(&net->out) * batch;
+  x = malloc(out->nx * sizeof(float));
+  dy = malloc(out->ny * sizeof(float));
+  out->y = malloc(out->ny * sizeof(float));
+  out->dx = malloc(out->nx * sizeof(float));
+  fill_input(x, out->nx, special);
+  fedc_rng_seed(&rng, 12);
+  nn_test_fill(dy, out->ny, -1.0f, 1.0f, &rng);
+
+  fedc_nn_set_threads((int)threads);
+  fedc_layer_set_reference(reference);
+  ck_assert_int_eq(fedc_net_forward(net, x, batch, &pass, &y), 0);
+  memcpy(out->y, y, out->ny * sizeof(float));
+  ck_assert_int_eq(fedc_net_backward(net, x, dy, out->dx, batch), 0);
+  fedc_layer_set_reference(false);
+  fedc_nn_set_threads(1);
+
+  fedc_net_visit(net, count_grads, &grads);
+  out->ngrad = grads.count;
+  out->grad = grads.data = malloc((grads.count + 1) * sizeof(float));
+  grads.count = 0;
+  fedc_net_visit(net, copy_grads, &grads);
+  nn_test_unbind(net);
+  fedc_net_free(&net);
+  free(x);
+  free(dy);
+}
+
+static void free_result(pass_result *r)
+{
+  free(r->y);
+  free(r->dx);
+  free(r->grad);
+}
+
+/* ||a - b|| / ||b|| over the finite entries; NaN and infinities must sit
+ * at the same places with the same values. */
+static double relative_error(const float *a, const float *b, size_t n)
+{
+  double diff = 0.0, norm = 0.0;
+
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(b[i])) {
+      ck_assert_msg(isnan(b[i]) ? isnan(a[i]) : a[i] == b[i],
+                    "entry %zu: %g, reference %g", i, a[i], b[i]);
+      continue;
+    }
+    diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    norm += (double)b[i] * b[i];
+  }
+  return norm > 0.0 ? sqrt(diff / norm) : sqrt(diff);
+}
+
+static void assert_close(const pass_result *fast, const pass_result *ref,
+                         const char *spec, unsigned threads)
+{
+  double ey = relative_error(fast->y, ref->y, ref->ny);
+  double ex = relative_error(fast->dx, ref->dx, ref->nx);
+  double eg = relative_error(fast->grad, ref->grad, ref->ngrad);
+
+  ck_assert_uint_eq(fast->ngrad, ref->ngrad);
+  ck_assert_msg(ey < 1e-5, "%s, %u threads: output error %g", spec, threads,
+                ey);
+  ck_assert_msg(ex < 1e-5, "%s, %u threads: input gradient error %g", spec,
+                threads, ex);
+  ck_assert_msg(eg < 1e-5, "%s, %u threads: parameter gradient error %g",
+                spec, threads, eg);
+}
+
+typedef struct kernel_case {
+  const char *spec;
+  uint32_t batch;
+  bool special;              /* NaN and -inf in the input */
+} kernel_case;
+
+static const kernel_case kernel_cases[] = {
+  /* The built-in CNN's stem: the 2x2 pool and groups of one example. */
+  { "input 1x28x28; conv 16 5 pad=2; relu; maxpool 2; conv 32 5 pad=2; "
+    "relu; maxpool 2", 5, false },
+  /* Narrow outputs: several examples per sgemm, the last group partial. */
+  { "input 3x7x6; conv 4 3 stride=2 pad=1", 30, false },
+  { "input 2x9x8; conv 3 5 stride=3 pad=2; relu", 7, false },
+  { "input 4x5x5; conv 6 1", 1, false },
+  { "input 4x5x5; conv 6 1; relu", 13, false },
+  { "input 2x6x6; conv 3 3 bias=0; relu", 4, false },
+  { "input 3x16x16; conv 8 3 pad=1; relu; conv 8 3 stride=2", 3, false },
+  { "input 3x9x7; maxpool 2", 4, false },
+  { "input 2x8x8; maxpool 2", 3, true },
+  { "input 2x7x7; maxpool 3 stride=2 pad=1", 3, true },
+  { "input 3x6x5; avgpool 2", 2, false },
+};
+
+START_TEST(fast_kernels_match_reference)
+{
+  const kernel_case *c = &kernel_cases[_i];
+  pass_result ref;
+
+  run_pass(c->spec, c->batch, 1, true, c->special, &ref);
+  for (unsigned threads = 1; threads <= 3; threads++) {
+    pass_result fast;
+
+    run_pass(c->spec, c->batch, threads, false, c->special, &fast);
+    assert_close(&fast, &ref, c->spec, threads);
+    free_result(&fast);
+  }
+  free_result(&ref);
+}
+END_TEST
+
+/* A flatten between the convolution and the ReLU keeps the ReLU a layer of
+ * its own without changing any value. */
+START_TEST(folded_relu_matches_separate_relu)
+{
+  static const char *const pairs[][2] = {
+    { "input 2x6x6; conv 3 3 pad=1; relu",
+      "input 2x6x6; conv 3 3 pad=1; flatten; relu" },
+    { "input 3x5x5; conv 4 3 stride=2; relu",
+      "input 3x5x5; conv 4 3 stride=2; flatten; relu" },
+  };
+
+  for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+    pass_result folded, separate;
+
+    run_pass(pairs[i][0], 6, 2, false, false, &folded);
+    run_pass(pairs[i][1], 6, 2, false, false, &separate);
+    assert_close(&folded, &separate, pairs[i][0], 2);
+    free_result(&folded);
+    free_result(&separate);
+  }
+}
+END_TEST
+
+START_TEST(folded_relu_gradient_matches_finite_differences)
+{
+  const char *spec = "input 2x6x6; conv 3 3 pad=1; relu; maxpool 2; "
+                     "conv 2 3; relu";
+  fedc_net *net;
+  enum fedc_loss loss;
+  fedc_rng rng;
+  float x[2 * 72];
+  double err;
+
+  ck_assert_int_eq(fedc_spec_build(spec, &net, &loss), 0);
+  ck_assert(net->layers[0]->relu_out);
+  ck_assert(net->layers[1]->folded);
+  ck_assert(net->layers[4]->folded);
+  fedc_rng_seed(&rng, 21);
+  nn_test_fill(x, 2 * 72, -1.0f, 1.0f, &rng);
+  nn_test_bind(net, 17);
+  err = nn_test_gradcheck(net, x, 2, 1e-3f, 48, 0);
+  ck_assert_msg(err < 3e-3, "error %g", err);
+  nn_test_unbind(net);
+  fedc_net_free(&net);
+}
+END_TEST
+
+typedef struct split_log {
+  unsigned visits[40];
+  unsigned worker_of[40];
+  unsigned calls;
+} split_log;
+
+static void record_range(void *ctx, unsigned worker, size_t begin,
+                         size_t end)
+{
+  split_log *log = ctx;
+
+  __atomic_add_fetch(&log->calls, 1, __ATOMIC_RELAXED);
+  for (size_t i = begin; i < end; i++) {
+    log->visits[i]++;
+    log->worker_of[i] = worker;
+  }
+}
+
+START_TEST(parallel_run_covers_range_once)
+{
+  static const size_t sizes[] = { 1, 2, 3, 17, 40 };
+
+  for (unsigned threads = 1; threads <= 4; threads++) {
+    fedc_parallel_set_threads(threads);
+    ck_assert_uint_eq(fedc_parallel_get_threads(), threads);
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+      split_log log = { { 0 }, { 0 }, 0 };
+      size_t n = sizes[s];
+      unsigned ranges = n < threads ? (unsigned)n : threads;
+
+      fedc_parallel_run(n, record_range, &log);
+      ck_assert_uint_eq(log.calls, ranges);
+      for (size_t i = 0; i < n; i++) {
+        ck_assert_uint_eq(log.visits[i], 1);
+        ck_assert_uint_lt(log.worker_of[i], ranges);
+        /* Contiguous ranges in worker order. */
+        if (i > 0)
+          ck_assert_uint_ge(log.worker_of[i], log.worker_of[i - 1]);
+      }
+    }
+  }
+  fedc_parallel_set_threads(1);
+}
+END_TEST
+
+START_TEST(parallel_threads_are_clamped)
+{
+  fedc_parallel_set_threads(0);
+  ck_assert_uint_eq(fedc_parallel_get_threads(), 1);
+  fedc_parallel_set_threads(1000);
+  ck_assert_uint_eq(fedc_parallel_get_threads(), FEDC_PARALLEL_MAX);
+  fedc_parallel_set_threads(1);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("nn_kernels");
+  TCase *tc = tcase_create("core");
+  SRunner *sr;
+  int failed;
+
+  fedc_log_set_level(FEDC_LOG_ERROR);
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, fast_kernels_match_reference, 0,
+                      sizeof(kernel_cases) / sizeof(kernel_cases[0]));
+  tcase_add_test(tc, folded_relu_matches_separate_relu);
+  tcase_add_test(tc, folded_relu_gradient_matches_finite_differences);
+  tcase_add_test(tc, parallel_run_covers_range_once);
+  tcase_add_test(tc, parallel_threads_are_clamped);
+  suite_add_tcase(s, tc);
+  sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
