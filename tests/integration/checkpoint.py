@@ -4,6 +4,8 @@
     checkpoint.py meta FILE KEY       prints the __metadata__ value of KEY
     checkpoint.py same-data FILE RAW  exits 0 when RAW contains exactly the
                                       tensor data of FILE, in file order
+    checkpoint.py max-abs FILE        prints the largest absolute value of
+                                      the F32 tensors of FILE
 
 A safetensors file is an 8-byte little-endian header length, a JSON header
 and the tensor data; the parser is written out here so that the tests need
@@ -28,7 +30,22 @@ def tensor_data(header, data):
     return b"".join(data[begin:end] for (begin, end), _ in sorted(tensors))
 
 
+def max_abs(header, data):
+    largest = 0.0
+    for name, v in header.items():
+        if name == "__metadata__" or v["dtype"] != "F32":
+            continue
+        begin, end = v["data_offsets"]
+        for (x,) in struct.iter_unpack("<f", data[begin:end]):
+            largest = max(largest, abs(x))
+    return largest
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "max-abs":
+        header, data = read(argv[2])
+        print(max_abs(header, data))
+        return 0
     if len(argv) != 4 or argv[1] not in ("meta", "same-data"):
         sys.exit(__doc__)
     header, data = read(argv[2])

@@ -5,7 +5,8 @@
  *
  * It uses blocking OpenSSL sockets rather than the daemon's libuv code, so
  * a bug in the daemon's TLS or framing cannot hide a bug in the server's
- * checks. Updates are all zeros, which keep the global model unchanged.
+ * checks. Updates are all zeros, which keep the global model unchanged,
+ * except in the poisoning modes (nan, inf, huge).
  *
  * Exit status: 0 when the server closed the connection after the
  * misbehaviour (or, in honest mode, after Goodbye), 2 when the connection
@@ -79,7 +80,7 @@ static void usage(void)
           "usage: rogue_client --host H --port P --cert F --key F --ca F "
           "--id ID --mode MODE [--timeout SECONDS] [--dump-model FILE]\n"
           "modes: honest oversize garbage truncated wrong-name wrong-shape "
-          "nan inf stale-round duplicate plain-tcp silent\n");
+          "nan inf huge stale-round duplicate plain-tcp silent\n");
 }
 
 static int parse_options(int argc, char **argv, struct options *opt)
@@ -373,6 +374,8 @@ static float fill_value(const struct session *s)
     return NAN;
   if (strcmp(s->opt->mode, "inf") == 0)
     return INFINITY;
+  if (strcmp(s->opt->mode, "huge") == 0)
+    return 3.0e38f;
   return 0.0f;
 }
 
@@ -387,9 +390,10 @@ static int send_tensor(struct session *s, uint64_t round, uint32_t index,
 
   if (data == NULL)
     return -1;
+  /* One poisoned element per tensor is enough for the finiteness check;
+   * the huge mode sets every element to the finite value 3.0e38. */
   for (uint64_t i = 0; i < per_chunk; i++)
-    data[i] = 0.0f;
-  /* One poisoned element per tensor is enough for the finiteness check. */
+    data[i] = strcmp(s->opt->mode, "huge") == 0 ? value : 0.0f;
   data[0] = value;
   for (uint64_t off = 0; off < numel && rc == 0; off += per_chunk) {
     Fedc__Envelope env = FEDC__ENVELOPE__INIT;
