@@ -1,9 +1,15 @@
 /* fedc-server's daemon: setup, signals and teardown around the libuv loop.
  * Connections are in daemon_conn.c and the engine's actions in
  * daemon_actions.c. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "agg/agg.h"
 #include "net/tls.h"
@@ -56,6 +62,10 @@ static int resume(const fedc_server_options *o, fedc_tensor_list *model,
               o->checkpoint_dir);
     return 0;
   }
+  if (rc < 0)
+    fedc_error(LOG_COMPONENT, "cannot read the checkpoint in %s: %s; fix "
+               "the files or move them away to start over",
+               o->checkpoint_dir, fedc_strerror(rc));
   if (rc == 0)
     rc = check_checkpoint(o, &ckpt, model);
   if (rc < 0) {
@@ -75,6 +85,66 @@ static int resume(const fedc_server_options *o, fedc_tensor_list *model,
             ckpt.round + 1, o->checkpoint_dir, FEDC_CHECKPOINT_MODEL_FILE);
   fedc_checkpoint_close(&ckpt);
   return 0;
+}
+
+/* Writes and removes a probe file in dir. Returns 0 or an errno value. */
+static int probe_write(const char *dir)
+{
+  char path[PATH_MAX];
+  int fd, err = 0;
+
+  if (snprintf(path, sizeof(path), "%s/.fedc-write-probe", dir) >=
+      (int)sizeof(path))
+    return ENAMETOOLONG;
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return errno;
+  if (write(fd, "probe\n", 6) != 6 || fsync(fd) < 0)
+    err = errno != 0 ? errno : EIO;
+  if (close(fd) < 0 && err == 0)
+    err = errno;
+  if (unlink(path) < 0 && err == 0)
+    err = errno;
+  return err;
+}
+
+int fedc_server_check_checkpoint_dir(const char *dir, char *reason,
+                                     size_t size)
+{
+  struct stat st;
+  int err = 0;
+
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+    err = errno;
+  else if (stat(dir, &st) < 0)
+    err = errno;
+  else if (!S_ISDIR(st.st_mode))
+    err = ENOTDIR;
+  if (err != 0) {
+    snprintf(reason, size, "cannot use checkpoint_dir=%s: %s", dir,
+             strerror(err));
+    return FEDC_EIO;
+  }
+  err = probe_write(dir);
+  if (err != 0) {
+    snprintf(reason, size, "cannot write in checkpoint_dir=%s: %s", dir,
+             strerror(err));
+    return FEDC_EIO;
+  }
+  return 0;
+}
+
+/* Stops the server at startup when checkpoints cannot be written, instead
+ * of losing every round's checkpoint. */
+static int check_checkpoint_dir(const char *dir)
+{
+  char reason[PATH_MAX + 128];
+
+  if (fedc_server_check_checkpoint_dir(dir, reason, sizeof(reason)) == 0)
+    return 0;
+  fedc_error(LOG_COMPONENT, "%s; point it at a folder whose parent exists "
+             "and that the server may write", reason);
+  return FEDC_EIO;
 }
 
 static void engine_config(const fedc_server_daemon *d,
@@ -219,7 +289,12 @@ static int start_listener(fedc_server_daemon *d)
 
   memset(&lo, 0, sizeof(lo));
   lo.conn.max_frame = (uint32_t)o->max_frame_bytes;
+  lo.conn.initial_max_frame = FEDC_SERVER_HELLO_MAX_FRAME;
   lo.conn.handshake_timeout_ms = o->handshake_timeout;
+  lo.max_handshakes = (uint32_t)o->max_handshakes;
+  lo.max_handshakes_per_ip = o->max_handshakes_per_ip != 0
+                                 ? (uint32_t)o->max_handshakes_per_ip
+                                 : UINT32_MAX;
   rc = fedc_tls_ctx_new(FEDC_TLS_SERVER, &files, &d->tls);
   if (rc < 0) {
     fedc_error(LOG_COMPONENT, "cannot load TLS files cert=%s key=%s ca=%s: %s",
@@ -281,7 +356,12 @@ static int load_inputs(fedc_server_daemon *d)
 
 static int setup(fedc_server_daemon *d)
 {
-  int rc = load_inputs(d);
+  int rc = 0;
+
+  if (d->options->checkpoint_dir != NULL)
+    rc = check_checkpoint_dir(d->options->checkpoint_dir);
+  if (rc == 0)
+    rc = load_inputs(d);
 
   if (rc == 0)
     rc = create_engine(d);
@@ -325,6 +405,33 @@ void fedc_server_daemon_stop(fedc_server_daemon *d)
   fedc_server_peers_close_all(d);
 }
 
+void fedc_server_daemon_fail(fedc_server_daemon *d, const char *reason)
+{
+  d->exit_status = 1;
+  if (d->exit_reason[0] == '\0')
+    snprintf(d->exit_reason, sizeof(d->exit_reason), "%s", reason);
+}
+
+/* A checkpoint that failed to write leaves the run without its progress
+ * on disk, so the exit status reports it even after a finished run. */
+static void check_checkpoints_written(fedc_server_daemon *d)
+{
+  char reason[sizeof(d->exit_reason)];
+
+  if (d->checkpoint_failures == 0)
+    return;
+  if (d->checkpoint_written)
+    snprintf(reason, sizeof(reason), "%" PRIu64 " checkpoint writes failed; "
+             "the last checkpoint in %s is of round %" PRIu64,
+             d->checkpoint_failures, d->options->checkpoint_dir,
+             d->checkpoint_round);
+  else
+    snprintf(reason, sizeof(reason), "%" PRIu64 " checkpoint writes failed "
+             "and none was written to %s", d->checkpoint_failures,
+             d->options->checkpoint_dir);
+  fedc_server_daemon_fail(d, reason);
+}
+
 static void teardown(fedc_server_daemon *d)
 {
   fedc_server_engine_free(&d->engine);
@@ -352,7 +459,7 @@ int fedc_server_daemon_run(const fedc_server_options *options)
     return 1;
   }
   if (setup(&d) < 0) {
-    d.exit_status = 1;
+    fedc_server_daemon_fail(&d, "startup failed (see the error above)");
     fedc_server_daemon_stop(&d);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -361,6 +468,12 @@ int fedc_server_daemon_run(const fedc_server_options *options)
   if (uv_loop_close(&loop) < 0)
     fedc_warn(LOG_COMPONENT, "event loop closed with handles still open");
   teardown(&d);
-  fedc_info(LOG_COMPONENT, "exiting status=%d", d.exit_status);
+  check_checkpoints_written(&d);
+  if (d.exit_status == 0)
+    fedc_info(LOG_COMPONENT, "exiting status=0");
+  else
+    fedc_error(LOG_COMPONENT, "exiting status=%d: %s", d.exit_status,
+               d.exit_reason[0] != '\0' ? d.exit_reason
+                                         : "see the errors above");
   return d.exit_status;
 }

@@ -2,6 +2,7 @@
  * (send, close, timers, evaluation on a worker thread, checkpoints, round
  * metrics) and keeps the Prometheus registry in step. */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +45,25 @@ void fedc_server_count_reject(fedc_server_daemon *d, const char *reason)
                    "Peers dropped for bad input, by reason.", 1);
 }
 
+/* Returns the client id for a log line: the engine's, or before an
+ * accepted Hello the CN of the certificate that the TLS handshake
+ * verified. */
+static const char *close_client_name(const fedc_server_action *a,
+                                     const server_peer *peer)
+{
+  if (a->close.client_id[0] != '\0')
+    return a->close.client_id;
+  if (peer != NULL && fedc_conn_identity(peer->conn)[0] != '\0')
+    return fedc_conn_identity(peer->conn);
+  return "unknown";
+}
+
 /* Sends the Error or Goodbye queued before the CLOSE, then closes. */
 static void close_peer(fedc_server_daemon *d, const fedc_server_action *a)
 {
   server_peer *peer = fedc_server_peer_find(d, a->close.peer);
   const char *address = peer != NULL ? fedc_conn_peer(peer->conn) : "-";
-  const char *client = a->close.client_id[0] != '\0' ? a->close.client_id
-                                                     : "unknown";
+  const char *client = close_client_name(a, peer);
 
   if (a->close.reject != FEDC_REJECT_NONE) {
     const char *name = fedc_server_reject_name(a->close.reject);
@@ -186,8 +199,12 @@ static void evaluate(fedc_server_daemon *d, fedc_server_action *a)
   if (!d->has_test_set || d->eval_running) {
     rc = fedc_server_engine_evaluated(d->engine, uv_now(d->loop),
                                       a->evaluate.round, NULL, &d->actions);
-    if (rc < 0)
-      d->exit_status = 1;
+    if (rc < 0) {
+      fedc_error(LOG_COMPONENT, "round engine failed after a skipped "
+                 "evaluation round=%" PRIu64 ": %s", a->evaluate.round,
+                 fedc_strerror(rc));
+      fedc_server_daemon_fail(d, "the round engine failed");
+    }
     return;
   }
   d->eval_round = a->evaluate.round;
@@ -208,6 +225,7 @@ static void checkpoint(fedc_server_daemon *d, const fedc_server_action *a)
 {
   fedc_checkpoint ckpt;
   const fedc_server_options *o = d->options;
+  char reason[PATH_MAX + 128];
 
   if (o->checkpoint_dir == NULL)
     return;
@@ -221,9 +239,24 @@ static void checkpoint(fedc_server_daemon *d, const fedc_server_action *a)
   /* Shallow copies: the checkpoint only reads the lists, never frees them. */
   ckpt.model = *fedc_snapshot_tensors(a->checkpoint.model);
   ckpt.state = a->checkpoint.state;
-  if (fedc_checkpoint_save(o->checkpoint_dir, &ckpt) == 0)
+  if (fedc_checkpoint_save(o->checkpoint_dir, &ckpt) == 0) {
+    d->checkpoint_written = true;
+    d->checkpoint_round = ckpt.round;
     fedc_info(LOG_COMPONENT, "checkpoint written round=%" PRIu64 " dir=%s",
               ckpt.round, o->checkpoint_dir);
+    return;
+  }
+  /* fedc_checkpoint_save() gives no system error, so the startup check
+   * runs again to find one. Training goes on, since a later write may
+   * succeed, and the exit status reports the failure. */
+  d->checkpoint_failures++;
+  if (fedc_server_check_checkpoint_dir(o->checkpoint_dir, reason,
+                                       sizeof(reason)) == 0)
+    snprintf(reason, sizeof(reason), "writing the files failed");
+  fedc_error(LOG_COMPONENT, "checkpoint of round=%" PRIu64 " not written: %s "
+             "(%" PRIu64 " failed so far); training goes on and the server "
+             "will exit with status 1", ckpt.round, reason,
+             d->checkpoint_failures);
 }
 
 static void set_gauge(fedc_server_daemon *d, const char *name,
@@ -294,7 +327,7 @@ static void carry_out(fedc_server_daemon *d, fedc_server_action *a)
     if (a->done.failed) {
       fedc_error(LOG_COMPONENT, "stopping, training failed: %s",
                  a->done.reason);
-      d->exit_status = 1;
+      fedc_server_daemon_fail(d, "training failed (see the error above)");
     } else {
       fedc_info(LOG_COMPONENT, "stopping: %s", a->done.reason);
     }
@@ -319,7 +352,7 @@ void fedc_server_daemon_drain(fedc_server_daemon *d, int rc)
   if (rc < 0) {
     fedc_error(LOG_COMPONENT, "round engine failed, stopping: %s",
                fedc_strerror(rc));
-    d->exit_status = 1;
+    fedc_server_daemon_fail(d, "the round engine failed");
     fedc_server_daemon_stop(d);
   }
 }
@@ -337,6 +370,8 @@ static void set_counter(fedc_server_daemon *d, const char *name,
 static void refresh_listener(fedc_server_daemon *d)
 {
   static const char rejected_help[] = "Peers dropped for bad input, by reason.";
+  static const char accept_help[] =
+      "Failed accept(2) calls on the client port, by reason.";
   fedc_listener_stats ls;
 
   if (d->listener == NULL)
@@ -348,6 +383,17 @@ static void refresh_listener(fedc_server_daemon *d)
               rejected_help, (double)ls.failed_tls);
   set_counter(d, "fedc_server_rejected_total", "reason=\"handshake_timeout\"",
               rejected_help, (double)ls.failed_timeout);
+  set_counter(d, "fedc_server_rejected_total", "reason=\"handshake_io\"",
+              rejected_help, (double)ls.failed_io);
+  set_counter(d, "fedc_server_rejected_total", "reason=\"handshake_busy\"",
+              rejected_help, (double)ls.rejected_busy);
+  set_counter(d, "fedc_server_rejected_total",
+              "reason=\"handshake_ip_limit\"", rejected_help,
+              (double)ls.rejected_per_ip);
+  set_counter(d, "fedc_server_accept_errors_total", "reason=\"no_fd\"",
+              accept_help, (double)ls.accept_no_fd);
+  set_counter(d, "fedc_server_accept_errors_total", "reason=\"other\"",
+              accept_help, (double)ls.accept_failed);
 }
 
 void fedc_server_refresh_metrics(fedc_server_daemon *d)
@@ -364,6 +410,10 @@ void fedc_server_refresh_metrics(fedc_server_daemon *d)
     received += cs.wire_bytes_received;
   }
   refresh_listener(d);
+  if (d->options->checkpoint_dir != NULL)
+    set_counter(d, "fedc_server_checkpoint_failures_total", NULL,
+                "Checkpoint writes that failed.",
+                (double)d->checkpoint_failures);
   set_counter(d, "fedc_server_bytes_sent_total", NULL,
               "TLS bytes sent to clients.", (double)sent);
   set_counter(d, "fedc_server_bytes_received_total", NULL,

@@ -90,6 +90,7 @@ static void on_open(fedc_conn *conn)
 static void on_frame(fedc_conn *conn, Fedc__Envelope *env)
 {
   server_peer *peer = fedc_conn_data(conn);
+  bool is_hello = env->body_case == FEDC__ENVELOPE__BODY_HELLO;
   fedc_server_daemon *d;
   int rc;
 
@@ -103,6 +104,12 @@ static void on_frame(fedc_conn *conn, Fedc__Envelope *env)
                                    &d->actions);
   fedc_frame_envelope_free(&env);
   fedc_server_daemon_drain(d, rc);
+
+  /* A Hello that the engine did not reject lifts the frame limit from
+   * FEDC_SERVER_HELLO_MAX_FRAME to max_frame_bytes. The connection stays
+   * valid here: a close calls on_close only from a later loop turn. */
+  if (is_hello && !peer->closed_by_engine)
+    fedc_conn_raise_frame_limit(conn);
 }
 
 static void on_drain(fedc_conn *conn)

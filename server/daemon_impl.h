@@ -5,6 +5,7 @@
 #define FEDC_SERVER_DAEMON_IMPL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <openssl/ssl.h>
@@ -24,6 +25,12 @@
 
 /* Interval of the housekeeping timer: Hello deadlines and metric gauges. */
 #define FEDC_SWEEP_MS 1000
+
+/* Largest frame accepted on a connection until its Hello is accepted. A
+ * Hello takes a few hundred bytes, and any other message before it is
+ * rejected, so a peer that has not identified itself cannot make the
+ * server buffer and decode a large frame. */
+#define FEDC_SERVER_HELLO_MAX_FRAME (16u * 1024u)
 
 /* One established client connection. */
 typedef struct server_peer {
@@ -80,9 +87,15 @@ typedef struct fedc_server_daemon {
   uint64_t closed_bytes_sent;
   uint64_t closed_bytes_received;
 
+  /* Checkpoints: failed writes, and the round of the last one written. */
+  uint64_t checkpoint_failures;
+  uint64_t checkpoint_round;
+  bool checkpoint_written;
+
   bool draining;             /* a first SIGTERM or SIGINT was received */
   bool stopping;             /* shutdown or DONE seen; no new work */
   int exit_status;
+  char exit_reason[256];     /* why exit_status is 1; the first reason wins */
 } fedc_server_daemon;
 
 /* daemon_conn.c */
@@ -112,5 +125,16 @@ void fedc_server_refresh_metrics(fedc_server_daemon *d);
 /* Stops accepting connections and closes the daemon's own handles, so the
  * loop ends once the connections and the evaluation are done. */
 void fedc_server_daemon_stop(fedc_server_daemon *d);
+
+/* Sets exit status 1 and, unless one is already stored, the reason that
+ * the last log line gives for it. */
+void fedc_server_daemon_fail(fedc_server_daemon *d, const char *reason);
+
+/* Checks that dir is a folder the server can write: creates it (mode 0700)
+ * if it is missing, then writes and removes a probe file in it. Returns 0,
+ * or FEDC_EIO after storing the failed step, the path and the system's
+ * reason in reason. */
+int fedc_server_check_checkpoint_dir(const char *dir, char *reason,
+                                     size_t size);
 
 #endif

@@ -287,11 +287,11 @@ static int validate(const fedc_server_options *c)
       c->max_frame_bytes < c->chunk_bytes + 1024)
     return fail("invalid frame sizes: chunk_bytes must be at least 1024 and "
                 "max_frame_bytes at least chunk_bytes + 1024 and below 4 GiB");
-  if (c->handshake_timeout == 0 || c->max_handshakes == 0 ||
-      c->max_handshakes > UINT32_MAX)
+  if (c->handshake_timeout == 0 || c->max_handshakes == 0)
     return fail("handshake_timeout and max_handshakes must be at least 1");
-  if (c->max_handshakes_per_ip > UINT32_MAX)
-    return fail("invalid max_handshakes_per_ip: expected 0 to 4294967295");
+  if (c->max_handshakes > UINT32_MAX || c->max_handshakes_per_ip > UINT32_MAX)
+    return fail("max_handshakes and max_handshakes_per_ip must be below "
+                "4294967296");
   if (fedc_agg_strategy_parse(c->strategy, &strategy) < 0)
     return fail("unknown strategy; see --help for the list");
 

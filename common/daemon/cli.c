@@ -1,6 +1,8 @@
 #include "daemon/cli.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "util/error.h"
 #include "util/log.h"
@@ -49,7 +51,9 @@ int fedc_cli_setup_logging(const char *program, const char *level,
   }
   fedc_log_set_level(parsed);
   if (path != NULL && fedc_log_open(path) < 0) {
-    fprintf(stderr, "%s: cannot open log_file %s\n", program, path);
+    /* fedc_log_open() fails only in fopen(), which sets errno. */
+    fprintf(stderr, "%s: cannot open log_file %s: %s\n", program, path,
+            strerror(errno));
     return FEDC_EIO;
   }
   return 0;
