@@ -243,9 +243,10 @@ static bool task_allowed(fedc_client_engine *e, uint64_t round)
   return true;
 }
 
-/* Runs check_task on a task's model spec. When it fails, answers the task
- * with an Error TRAINING_FAILED, remembers the round so that its model
- * chunks are skipped, and returns 1. Returns 0 when the task may start. */
+/* Runs check_task on a task's model spec. When the check fails, sends an
+ * Error TRAINING_FAILED for the task, remembers the round so that its
+ * model chunks are skipped, and returns 1. Returns 0 when the task may
+ * start. */
 static int refuse_unsuitable(fedc_client_engine *e, uint64_t round,
                              const char *model_spec, fedc_client_actions *out)
 {
