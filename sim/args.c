@@ -248,8 +248,9 @@ static int validate_devices(const fedc_args *a)
   if (!(a->speed > 0) || !(a->download_bps > 0) || !(a->upload_bps > 0) ||
       a->speed_sigma < 0 || a->bandwidth_sigma < 0)
     return fail("speed and bandwidths must be > 0 and their sigmas >= 0");
-  if (!(a->dropout >= 0 && a->dropout <= 1))
-    return fail("dropout must be in [0, 1]");
+  if (!(a->dropout >= 0 && a->dropout < 1))
+    return fail("dropout must be in [0, 1): at 1 every sampled client "
+                "leaves its round, so no round could aggregate");
   if (!(a->reference_flops > 0) || a->latency < 0 ||
       !(a->reconnect_delay > 0) || a->max_time < 0 ||
       a->connect_window < 0 || a->stall_time < 0)

@@ -31,6 +31,7 @@ typedef struct run_output {
   size_t count, capacity;
   double real_total;
   double last_accuracy;
+  uint64_t aggregated;       /* rounds that changed the model */
   int err;
 } run_output;
 
@@ -152,6 +153,8 @@ static void on_round(void *user, const fedc_sim_round *r)
   };
 
   out->real_total += r->real_seconds;
+  if (r->metrics.aggregated)
+    out->aggregated++;
   if (r->metrics.evaluated)
     out->last_accuracy = r->metrics.test_accuracy;
   if (out->metrics != NULL && out->err == 0)
@@ -189,8 +192,10 @@ static void print_summary(const fedc_sim *sim, const run_output *out)
 }
 
 /* Fails a run that ended without finishing a round, which a time limit
- * below the first round's end can cause, and notes a run cut short. */
-static int check_rounds(const fedc_args *a, const fedc_sim *sim)
+ * below the first round's end can cause, or in which every round was
+ * abandoned, and notes a run cut short. */
+static int check_rounds(const fedc_args *a, const fedc_sim *sim,
+                        const run_output *out)
 {
   uint64_t rounds = fedc_sim_get_stats(sim)->rounds;
 
@@ -199,6 +204,13 @@ static int check_rounds(const fedc_args *a, const fedc_sim *sim)
             "seconds; raise max_time or check that enough clients are "
             "online for min_clients\n", fedc_sim_clock(sim));
     return FEDC_ETIMEDOUT;
+  }
+  if (out->aggregated == 0) {
+    fprintf(stderr, "fedc-sim: all %llu rounds were abandoned without "
+            "changing the model (the warnings above give the reasons); "
+            "check dropout, quorum and round_timeout\n",
+            (unsigned long long)rounds);
+    return FEDC_ESTATE;
   }
   if (rounds < a->rounds && a->max_time > 0)
     fprintf(stderr, "fedc-sim: warning: %llu of %lu rounds finished "
@@ -282,7 +294,7 @@ static int simulate(const fedc_args *a, const fedc_dataset *train,
   if (sim != NULL)
     print_summary(sim, &out);
   if (rc == 0)
-    rc = check_rounds(a, sim);
+    rc = check_rounds(a, sim, &out);
   if (rc == 0)
     rc = write_plot(a, &out);
 

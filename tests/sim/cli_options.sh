@@ -41,8 +41,12 @@ expect 2 'availability_online 0.5 has no effect without availability_period' \
   --availability-online 0.5
 expect 2 'min_clients 20 is above clients 10' --clients 10 --min-clients 20
 
-# A run that ends before its first round fails.
+# A run that ends before its first round fails, and so does one in which
+# every round is abandoned (a 1 ms deadline that no client meets).
 expect 1 'no round finished in' --clients 10 --rounds 2 --max-time 0.5
+expect 1 'all 2 rounds were abandoned without changing the model' \
+  --clients 10 --rounds 2 --round-timeout 1
+expect 2 'dropout must be in \[0, 1)' --dropout 1
 
 # The plot format follows the extension, checked before the run.
 expect 2 'invalid plot path .*must end in .svg, or in .png' \
