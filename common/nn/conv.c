@@ -312,7 +312,8 @@ static const float *gather_grad(const fedc_layer *layer, conv_work *w,
 {
   const conv *c = layer->priv;
   size_t area = conv_out_area(c), width = n * area;
-  bool copy = n > 1 || layer->relu_out;
+  bool mask = layer->relu_out && !layer->relu_grad_done;
+  bool copy = n > 1 || mask;
 
   for (uint32_t o = 0; o < c->out_c; o++) {
     float sum = 0.0f;
@@ -321,7 +322,7 @@ static const float *gather_grad(const fedc_layer *layer, conv_work *w,
       size_t at = s * layer->out_size + o * area;
       float *dst = w->planes + o * width + s * area;
 
-      if (layer->relu_out) {
+      if (mask) {
         mask_grad(dy + at, y + at, dst, area);
         sum += sum_floats(dst, area);
         continue;
@@ -514,7 +515,7 @@ static float *reference_relu_grad(const fedc_layer *layer, const float *y,
   size_t n = batch * layer->out_size;
   float *g;
 
-  if (!layer->relu_out)
+  if (!layer->relu_out || layer->relu_grad_done)
     return (float *)dy;
   if ((g = malloc(n * sizeof(float) + 1)) == NULL)
     return NULL;

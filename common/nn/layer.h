@@ -94,13 +94,24 @@ struct fedc_layer {
 
   /* Set by layers that can take over a ReLU that follows them. */
   bool fuses_relu;
-  /* Set by the net when a ReLU follows a layer with fuses_relu: forward applies the ReLU to y, and backward receives the gradient
-   * of the ReLU's output and multiplies it by ReLU's derivative (y > 0)
-   * itself. This saves the ReLU's own passes over the batch. */
+  /* Set by the net when a ReLU follows a layer with fuses_relu. Forward
+   * then applies the ReLU to y, and backward receives the gradient of the
+   * ReLU's output and multiplies it by ReLU's derivative (y > 0) itself,
+   * unless relu_grad_done is set. This saves the ReLU's passes over the
+   * batch. */
   bool relu_out;
   /* Set by the net on that ReLU: the net skips its forward and backward,
    * and its output is the previous layer's. */
   bool folded;
+  /* Set by layers whose backward can apply the derivative of a ReLU that
+   * feeds them (max pooling). */
+  bool takes_relu_grad;
+  /* Set by the net on such a layer after a folded ReLU: its backward
+   * applies that ReLU's derivative to dx, and the net sets relu_grad_done
+   * on the layer that the ReLU is folded into, so that it skips the
+   * multiplication by y > 0. */
+  bool relu_grad;
+  bool relu_grad_done;
 };
 
 /* Returns the number of floats in one example of shape. */

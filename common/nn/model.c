@@ -385,7 +385,9 @@ static int train_step(fedc_model *m, train_run *run, uint32_t count)
   if (mu != 0.0f)
     for (size_t i = 0; i < m->total; i++)
       m->grads[i] += mu * (m->values[i] - run->start[i]);
-  fedc_optim_clip(m->grads, m->total, run->config->clip_norm);
+  /* Without clipping the norm is not needed: skip the pass over it. */
+  if (run->config->clip_norm > 0.0f)
+    fedc_optim_clip(m->grads, m->total, run->config->clip_norm);
   fedc_optim_step(&run->opt, m->values, m->grads);
 
   run->loss_sum += loss;

@@ -55,13 +55,20 @@ static bool shape_equal(const fedc_shape *a, const fedc_shape *b)
   return true;
 }
 
-/* Folds a ReLU into the layer before it when that layer can apply it. */
-static void fold_relu(fedc_layer *prev, fedc_layer *layer)
+/* Folds a ReLU into the layer before it when that layer can apply it,
+ * and hands the ReLU's derivative to the layer after it when that one can
+ * apply it more cheaply. */
+static void fold_relu(fedc_net *net, fedc_layer *layer)
 {
+  fedc_layer *prev = net->layers[net->count - 1];
+
   if (prev->fuses_relu && !prev->relu_out &&
       strcmp(layer->ops->kind, "relu") == 0) {
     prev->relu_out = true;
     layer->folded = true;
+  } else if (prev->folded && layer->takes_relu_grad) {
+    layer->relu_grad = true;
+    net->layers[net->count - 2]->relu_grad_done = true;
   }
 }
 
@@ -85,7 +92,7 @@ int fedc_net_append(fedc_net *net, fedc_layer *layer)
   /* Buffers were sized for the old layer list. */
   net_release_buffers(net);
   if (net->count > 0)
-    fold_relu(net->layers[net->count - 1], layer);
+    fold_relu(net, layer);
   net->layers[net->count++] = layer;
   net->out = layer->out;
   if (layer->out_size > net->max_size)

@@ -30,7 +30,8 @@ void fedc_net_free(fedc_net **net);
 /* Appends layer, taking ownership of it, also on failure. The layer's
  * input shape must equal the net's current output shape (FEDC_ESHAPE). A
  * ReLU after a layer that can apply it (fuses_relu, a convolution)
- * is folded into that layer, see fedc_layer.relu_out. */
+ * is folded into that layer, and a max pool after such a ReLU applies the
+ * ReLU's derivative (see fedc_layer.relu_out and relu_grad). */
 int fedc_net_append(fedc_net *net, fedc_layer *layer);
 
 /* Runs the layers on batch examples at x; *y is set to the output, which

@@ -172,6 +172,11 @@ static const kernel_case kernel_cases[] = {
   { "input 2x6x6; conv 3 3 bias=0; relu", 4, false },
   { "input 3x16x16; conv 8 3 pad=1; relu; conv 8 3 stride=2", 3, false },
   { "input 3x9x7; maxpool 2", 4, false },
+  { "input 2x12x18; maxpool 2", 3, true },
+  { "input 4x28x28; maxpool 2", 2, false },
+  /* A max pool that applies the derivative of the ReLU before it. */
+  { "input 2x9x9; conv 3 3; relu; maxpool 2", 3, false },
+  { "input 2x9x9; conv 3 3; relu; maxpool 3 stride=2 pad=1", 3, false },
   { "input 2x8x8; maxpool 2", 3, true },
   { "input 2x7x7; maxpool 3 stride=2 pad=1", 3, true },
   { "input 3x6x5; avgpool 2", 2, false },
@@ -201,6 +206,8 @@ START_TEST(folded_relu_matches_separate_relu)
   static const char *const pairs[][2] = {
     { "input 2x6x6; conv 3 3 pad=1; relu",
       "input 2x6x6; conv 3 3 pad=1; flatten; relu" },
+    { "input 2x8x8; conv 3 3 pad=1; relu; maxpool 2",
+      "input 2x8x8; conv 3 3 pad=1; avgpool 1; relu; maxpool 2" },
     { "input 3x5x5; conv 4 3 stride=2; relu",
       "input 3x5x5; conv 4 3 stride=2; flatten; relu" },
   };
@@ -229,8 +236,11 @@ START_TEST(folded_relu_gradient_matches_finite_differences)
 
   ck_assert_int_eq(fedc_spec_build(spec, &net, &loss), 0);
   ck_assert(net->layers[0]->relu_out);
+  ck_assert(net->layers[0]->relu_grad_done);
   ck_assert(net->layers[1]->folded);
+  ck_assert(net->layers[2]->relu_grad);
   ck_assert(net->layers[4]->folded);
+  ck_assert(!net->layers[3]->relu_grad_done);
   fedc_rng_seed(&rng, 21);
   nn_test_fill(x, 2 * 72, -1.0f, 1.0f, &rng);
   nn_test_bind(net, 17);
