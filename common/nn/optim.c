@@ -90,17 +90,27 @@ double fedc_optim_clip(float *grad, size_t n, float max_norm)
   return norm;
 }
 
+/* The settings are copied into locals: they are floats that the stores to
+ * w and m may alias for the compiler, which would then reload them for
+ * every element and could not vectorize the loop. */
 static void sgd_step(fedc_optim *opt, float lr, float *w, float *g)
 {
-  const fedc_train_config *c = &opt->config;
+  const float decay = opt->config.weight_decay;
+  const float momentum = opt->config.momentum;
+  const bool nesterov = opt->config.nesterov;
+  float *m = opt->m;
+  size_t n = opt->n;
 
-  for (size_t i = 0; i < opt->n; i++) {
-    float d = g[i] + c->weight_decay * w[i];
+  if (m == NULL) {
+    for (size_t i = 0; i < n; i++)
+      w[i] -= lr * (g[i] + decay * w[i]);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    float d = g[i] + decay * w[i];
 
-    if (opt->m != NULL) {
-      opt->m[i] = c->momentum * opt->m[i] + d;
-      d = c->nesterov ? d + c->momentum * opt->m[i] : opt->m[i];
-    }
+    m[i] = momentum * m[i] + d;
+    d = nesterov ? d + momentum * m[i] : m[i];
     w[i] -= lr * d;
   }
 }
