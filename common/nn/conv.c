@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "nn/blas.h"
+#include "nn/conv_simd.h"
 #include "nn/parallel.h"
 #include "util/error.h"
 
@@ -20,6 +21,8 @@ typedef struct conv_work {
   float *cols;               /* [C*k*k, group*OH*OW]: unfolded examples */
   float *planes;             /* [out, group*OH*OW]: output or its gradient */
   float *grad;               /* [out*C*k*k + out]: dW, db sums (worker > 0) */
+  float *grad_t;             /* [OH*OW][width]: dy transposed (conv_simd) */
+  float *dw_t;               /* [C*k*k][width]: dW sums transposed */
 } conv_work;
 
 typedef struct conv {
@@ -31,6 +34,9 @@ typedef struct conv {
   bool has_bias;
   conv_work work[FEDC_PARALLEL_MAX];
   unsigned workers;          /* entries of work allocated */
+  fedc_conv_shape shape;     /* the geometry for conv_simd */
+  size_t width;              /* out_c rounded up for conv_simd */
+  float *weight_t;           /* [C*k*k][width]: W transposed (conv_simd) */
 } conv;
 
 /* What the workers of one pass read and write. */
@@ -41,6 +47,7 @@ typedef struct conv_job {
   const float *out;          /* backward: the forward's output */
   const float *dy;           /* backward: the output gradient */
   float *dx;                 /* backward: the input gradient, or NULL */
+  bool simd;                 /* run the conv_simd kernels */
 } conv_job;
 
 static size_t conv_col_rows(const conv *c)
@@ -67,15 +74,16 @@ static bool conv_is_pointwise(const conv *c)
 
 /* --- Unfolding (im2col) and folding back (col2im) ------------------------ */
 
-/* Returns x with zero borders: the worker's padded copy, or x itself when
- * there is no padding. The borders of the copy were zeroed when it was
- * allocated and are never written. */
-static const float *pad_input(const conv *c, conv_work *w, const float *x)
+/* Copies x into the worker's padded image and returns it. The borders of
+ * the copy were zeroed when it was allocated and are never written. */
+static const float *copy_input(const conv *c, conv_work *w, const float *x)
 {
   size_t plane = (size_t)c->pad_h * c->pad_w;
 
-  if (c->padding == 0)
-    return x;
+  if (c->padding == 0) {
+    memcpy(w->padded, x, conv_padded_size(c) * sizeof(float));
+    return w->padded;
+  }
   for (uint32_t ch = 0; ch < c->in_c; ch++) {
     float *dst = w->padded + ch * plane + (size_t)c->padding * c->pad_w +
                  c->padding;
@@ -86,6 +94,13 @@ static const float *pad_input(const conv *c, conv_work *w, const float *x)
              c->in_w * sizeof(float));
   }
   return w->padded;
+}
+
+/* Returns x with zero borders: the worker's padded copy, or x itself when
+ * there is no padding. */
+static const float *pad_input(const conv *c, conv_work *w, const float *x)
+{
+  return c->padding == 0 ? x : copy_input(c, w, x);
 }
 
 /* Copies n floats. Rows of convolution outputs are short (often 7 to 28
@@ -391,6 +406,70 @@ static void backward_group(const fedc_layer *layer, conv_work *w,
                  job->dx + (b + s) * layer->in_size);
 }
 
+/* --- conv_simd path ------------------------------------------------------- */
+
+static void forward_range_simd(void *ctx, unsigned worker, size_t begin,
+                               size_t end)
+{
+  const conv_job *job = ctx;
+  const fedc_layer *layer = job->layer;
+  conv *c = layer->priv;
+  conv_work *w = &c->work[worker];
+  const float *bias = c->has_bias ? layer->params[1].value : NULL;
+
+  for (size_t b = begin; b < end; b++)
+    fedc_conv_simd_forward(&c->shape,
+                           copy_input(c, w, job->x + b * layer->in_size),
+                           c->weight_t, bias, layer->relu_out,
+                           job->y + b * layer->out_size);
+}
+
+/* Writes g [out_c][OH*OW] transposed into gt [OH*OW][width]. The extra
+ * lanes of gt stay zero from its allocation. */
+static void transpose_grad(const conv *c, const float *g, float *gt)
+{
+  size_t area = conv_out_area(c);
+
+  for (uint32_t o = 0; o < c->out_c; o++)
+    for (size_t i = 0; i < area; i++)
+      gt[i * c->width + o] = g[o * area + i];
+}
+
+/* Adds example b's dW to the worker's dw_t and its db to db, and writes its
+ * dx unless the job has none. The input gradient stays with OpenBLAS and
+ * fold. */
+static void backward_example_simd(const fedc_layer *layer, conv_work *w,
+                                  const conv_job *job, size_t b, float *db)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c), area = conv_out_area(c);
+  const float *g = gather_grad(layer, w, job->out + b * layer->out_size,
+                               job->dy + b * layer->out_size, 1, db);
+
+  transpose_grad(c, g, w->grad_t);
+  fedc_conv_simd_weight_grad(&c->shape,
+                             copy_input(c, w, job->x + b * layer->in_size),
+                             w->grad_t, w->dw_t);
+  if (job->dx == NULL)
+    return;
+  fedc_blas_sgemm(true, false, rows, area, c->out_c, 1.0f,
+                  layer->params[0].value, rows, g, area, 0.0f, w->cols, area);
+  fold_example(c, w, w->cols, area, job->dx + b * layer->in_size);
+}
+
+/* Adds every worker's dw_t, transposed, to the weight gradient. */
+static void add_weight_grads(const fedc_layer *layer, unsigned workers)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c);
+  float *dw = layer->params[0].grad;
+
+  for (unsigned w = 0; w < workers; w++)
+    for (uint32_t o = 0; o < c->out_c; o++)
+      for (size_t r = 0; r < rows; r++)
+        dw[o * rows + r] += c->work[w].dw_t[r * c->width + o];
+}
+
 /* Worker 0 adds into the parameter gradients; the others into their own
  * sums, which conv_backward adds afterwards. */
 static void backward_range(void *ctx, unsigned worker, size_t begin,
@@ -407,6 +486,12 @@ static void backward_range(void *ctx, unsigned worker, size_t begin,
 
   if (worker > 0)
     memset(w->grad, 0, (weights + c->out_c) * sizeof(float));
+  if (job->simd) {
+    memset(w->dw_t, 0, conv_col_rows(c) * c->width * sizeof(float));
+    for (size_t b = begin; b < end; b++)
+      backward_example_simd(layer, w, job, b, db);
+    return;
+  }
   for (size_t b = begin; b < end; b += c->group) {
     size_t n = end - b < c->group ? end - b : c->group;
 
@@ -595,8 +680,10 @@ static size_t conv_work_floats(const conv *c)
 {
   size_t width = (size_t)c->group * conv_out_area(c);
 
-  return 2 * conv_padded_size(c) + conv_col_rows(c) * width +
-         c->out_c * width + c->out_c * (conv_col_rows(c) + 1);
+  return 2 * conv_padded_size(c) + FEDC_CONV_SIMD_SLACK +
+         conv_col_rows(c) * width + c->out_c * width +
+         c->out_c * (conv_col_rows(c) + 1) +
+         (conv_out_area(c) + conv_col_rows(c)) * c->width;
 }
 
 static void conv_work_free(conv_work *w)
@@ -606,6 +693,8 @@ static void conv_work_free(conv_work *w)
   free(w->cols);
   free(w->planes);
   free(w->grad);
+  free(w->grad_t);
+  free(w->dw_t);
   *w = (conv_work){ 0 };
 }
 
@@ -613,13 +702,17 @@ static int conv_work_alloc(const conv *c, conv_work *w)
 {
   size_t width = (size_t)c->group * conv_out_area(c);
 
-  w->padded = calloc(conv_padded_size(c), sizeof(float));
+  w->padded = calloc(conv_padded_size(c) + FEDC_CONV_SIMD_SLACK,
+                     sizeof(float));
+  w->grad_t = calloc(conv_out_area(c) * c->width, sizeof(float));
+  w->dw_t = malloc(conv_col_rows(c) * c->width * sizeof(float));
   w->dpadded = malloc(conv_padded_size(c) * sizeof(float));
   w->cols = malloc(conv_col_rows(c) * width * sizeof(float));
   w->planes = malloc(c->out_c * width * sizeof(float));
   w->grad = malloc(c->out_c * (conv_col_rows(c) + 1) * sizeof(float));
   if (w->padded == NULL || w->dpadded == NULL || w->cols == NULL ||
-      w->planes == NULL || w->grad == NULL) {
+      w->planes == NULL || w->grad == NULL || w->grad_t == NULL ||
+      w->dw_t == NULL) {
     conv_work_free(w);
     return FEDC_ENOMEM;
   }
@@ -630,6 +723,11 @@ static int conv_work_alloc(const conv *c, conv_work *w)
 static int conv_reserve(conv *c)
 {
   unsigned workers = fedc_parallel_get_threads();
+
+  if (c->weight_t == NULL &&
+      (c->weight_t = malloc(conv_col_rows(c) * c->width *
+                            sizeof(float))) == NULL)
+    return FEDC_ENOMEM;
 
   while (c->workers < workers) {
     int rc = conv_work_alloc(c, &c->work[c->workers]);
@@ -644,15 +742,22 @@ static int conv_reserve(conv *c)
 static int conv_forward(fedc_layer *layer, const float *x, float *y,
                         uint32_t batch, const fedc_pass *pass)
 {
-  conv_job job = { .layer = layer, .x = x, .y = y };
+  conv *c = layer->priv;
+  conv_job job = { .layer = layer, .x = x, .y = y,
+                   .simd = fedc_conv_simd_available(&c->shape) };
   int rc;
 
   if (fedc_layer_reference()) {
     reference_forward(layer, x, y, batch);
     return 0;
   }
-  if ((rc = conv_reserve(layer->priv)) != 0)
+  if ((rc = conv_reserve(c)) != 0)
     return rc;
+  if (job.simd) {
+    fedc_conv_simd_transpose(&c->shape, layer->params[0].value, c->weight_t);
+    fedc_parallel_run(batch, forward_range_simd, &job);
+    return 0;
+  }
   fedc_parallel_run(batch, forward_range, &job);
   return 0;
 }
@@ -661,7 +766,8 @@ static int conv_backward(fedc_layer *layer, const float *x, const float *y,
                          const float *dy, float *dx, uint32_t batch)
 {
   conv *c = layer->priv;
-  conv_job job = { .layer = layer, .x = x, .out = y, .dy = dy, .dx = dx };
+  conv_job job = { .layer = layer, .x = x, .out = y, .dy = dy, .dx = dx,
+                   .simd = fedc_conv_simd_available(&c->shape) };
   unsigned workers = fedc_parallel_get_threads();
   size_t grads = layer->params[0].numel + (c->has_bias ? c->out_c : 0);
   int rc;
@@ -675,6 +781,8 @@ static int conv_backward(fedc_layer *layer, const float *x, const float *y,
   /* Workers past the batch size had no range and left stale sums. */
   if (workers > batch)
     workers = batch;
+  if (job.simd)
+    add_weight_grads(layer, workers);
   for (unsigned w = 1; w < workers; w++) {
     for (size_t i = 0; i < layer->params[0].numel; i++)
       layer->params[0].grad[i] += c->work[w].grad[i];
@@ -698,6 +806,8 @@ static void conv_destroy(fedc_layer *layer)
   if (c != NULL)
     for (unsigned w = 0; w < c->workers; w++)
       conv_work_free(&c->work[w]);
+  if (c != NULL)
+    free(c->weight_t);
   free(c);
 }
 
@@ -733,6 +843,11 @@ static void conv_set_geometry(conv *c)
   area = conv_out_area(c);
   c->group = area >= CONV_MIN_COLUMNS
                  ? 1 : (uint32_t)((CONV_MIN_COLUMNS + area - 1) / area);
+  c->width = fedc_conv_simd_width(c->out_c);
+  c->shape = (fedc_conv_shape){ .in_c = c->in_c, .pad_h = c->pad_h,
+                                .pad_w = c->pad_w, .out_c = c->out_c,
+                                .out_h = c->out_h, .out_w = c->out_w,
+                                .kernel = c->kernel, .stride = c->stride };
 }
 
 int fedc_conv_new(const char *name, const fedc_shape *in,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/conv_simd.h"
 #include "nn/model.h"
 #include "nn/net.h"
 #include "nn/parallel.h"
@@ -171,6 +172,12 @@ static const kernel_case kernel_cases[] = {
   { "input 4x5x5; conv 6 1; relu", 13, false },
   { "input 2x6x6; conv 3 3 bias=0; relu", 4, false },
   { "input 3x16x16; conv 8 3 pad=1; relu; conv 8 3 stride=2", 3, false },
+  /* Channel counts for the AVX-512 kernels: partial lanes, two chunks of
+   * 32, a pointwise kernel and a stride of 2. */
+  { "input 3x10x9; conv 48 3 stride=2 pad=1; relu", 5, false },
+  { "input 4x9x9; conv 64 3; relu; maxpool 2", 3, false },
+  { "input 2x7x7; conv 32 1", 4, false },
+  { "input 5x6x6; conv 32 5 pad=2 bias=0", 2, false },
   { "input 3x9x7; maxpool 2", 4, false },
   { "input 2x12x18; maxpool 2", 3, true },
   { "input 4x28x28; maxpool 2", 2, false },
@@ -182,19 +189,25 @@ static const kernel_case kernel_cases[] = {
   { "input 3x6x5; avgpool 2", 2, false },
 };
 
+/* Both fast paths: the AVX-512 kernels where the CPU has them, and the
+ * OpenBLAS one. */
 START_TEST(fast_kernels_match_reference)
 {
   const kernel_case *c = &kernel_cases[_i];
   pass_result ref;
 
   run_pass(c->spec, c->batch, 1, true, c->special, &ref);
-  for (unsigned threads = 1; threads <= 3; threads++) {
-    pass_result fast;
+  for (int simd = 0; simd < 2; simd++) {
+    fedc_conv_simd_enable(simd == 1);
+    for (unsigned threads = 1; threads <= 3; threads++) {
+      pass_result fast;
 
-    run_pass(c->spec, c->batch, threads, false, c->special, &fast);
-    assert_close(&fast, &ref, c->spec, threads);
-    free_result(&fast);
+      run_pass(c->spec, c->batch, threads, false, c->special, &fast);
+      assert_close(&fast, &ref, c->spec, threads);
+      free_result(&fast);
+    }
   }
+  fedc_conv_simd_enable(true);
   free_result(&ref);
 }
 END_TEST

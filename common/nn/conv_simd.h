@@ -1,0 +1,65 @@
+/* AVX-512 kernels for the convolution's forward pass and weight gradient,
+ * used by conv.c when the CPU has AVX-512F (checked at run time; the
+ * library itself is built for baseline x86-64 or any other target).
+ *
+ * They read the zero-padded input directly instead of an unfolded copy
+ * (an implicit im2col), so that neither the unfold nor OpenBLAS's packing
+ * of it is needed. Channels of the output are the vector lanes: weights
+ * and output gradients are used transposed, [C*k*k][channels] and
+ * [OH*OW][channels], with the channel count rounded up to a multiple of
+ * FEDC_CONV_SIMD_LANES and the extra lanes zero. */
+#ifndef FEDC_NN_CONV_SIMD_H
+#define FEDC_NN_CONV_SIMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Output channels per tile: two vectors of 16 floats. */
+#define FEDC_CONV_SIMD_LANES 32
+
+/* Floats past the end of a padded image that the kernels may read (never
+ * use) when a tile runs past the last output column. */
+#define FEDC_CONV_SIMD_SLACK 256
+
+typedef struct fedc_conv_shape {
+  uint32_t in_c;             /* input channels */
+  uint32_t pad_h, pad_w;     /* input size with the padding */
+  uint32_t out_c;            /* output channels */
+  uint32_t out_h, out_w;
+  uint32_t kernel, stride;
+} fedc_conv_shape;
+
+/* Returns true when the CPU runs the kernels below (AVX-512F), the
+ * stride is small enough for FEDC_CONV_SIMD_SLACK and at least 3/4 of the
+ * lanes hold channels, unless fedc_conv_simd_enable(false) turned the
+ * kernels off. */
+bool fedc_conv_simd_available(const fedc_conv_shape *s);
+
+/* Turns the kernels off (or back on where available), for tests of the
+ * OpenBLAS path. Do not switch while another thread trains. */
+void fedc_conv_simd_enable(bool enable);
+
+/* Returns out_c rounded up to a multiple of FEDC_CONV_SIMD_LANES. */
+size_t fedc_conv_simd_width(uint32_t out_c);
+
+/* Writes wt [C*k*k][width] = W^T, zero in the extra lanes, from the
+ * weights w [out_c][C*k*k]. */
+void fedc_conv_simd_transpose(const fedc_conv_shape *s, const float *w,
+                              float *wt);
+
+/* Computes one example's output y [out_c][OH*OW] = W x unfold(xpad) +
+ * bias (bias may be NULL), through a ReLU when relu is set (NaN maps to
+ * 0, as in the activation layer). xpad is [C][pad_h][pad_w] followed by
+ * FEDC_CONV_SIMD_SLACK readable floats. */
+void fedc_conv_simd_forward(const fedc_conv_shape *s, const float *xpad,
+                            const float *wt, const float *bias, bool relu,
+                            float *y);
+
+/* Adds one example's weight gradient to dwt [C*k*k][width]: dwt +=
+ * unfold(xpad) x gt, where gt [OH*OW][width] is the output gradient
+ * transposed, zero in the extra lanes. */
+void fedc_conv_simd_weight_grad(const fedc_conv_shape *s, const float *xpad,
+                                const float *gt, float *dwt);
+
+#endif
