@@ -23,6 +23,7 @@ typedef struct conv_work {
   float *grad;               /* [out*C*k*k + out]: dW, db sums (worker > 0) */
   float *grad_t;             /* [OH*OW][width]: dy transposed (conv_simd) */
   float *dw_t;               /* [C*k*k][width]: dW sums transposed */
+  float *grad_padded;        /* [out][OH+2q][OW+2q]: dy, zero borders q */
 } conv_work;
 
 typedef struct conv {
@@ -37,6 +38,10 @@ typedef struct conv {
   fedc_conv_shape shape;     /* the geometry for conv_simd */
   size_t width;              /* out_c rounded up for conv_simd */
   float *weight_t;           /* [C*k*k][width]: W transposed (conv_simd) */
+  /* The input gradient of a stride-1 layer as a convolution of dy with
+   * the flipped weights and padding q = k - 1 - padding (conv_simd). */
+  fedc_conv_shape grad_shape;
+  float *weight_flip;        /* [out*k*k][width(C)] */
 } conv;
 
 /* What the workers of one pass read and write. */
@@ -48,6 +53,7 @@ typedef struct conv_job {
   const float *dy;           /* backward: the output gradient */
   float *dx;                 /* backward: the input gradient, or NULL */
   bool simd;                 /* run the conv_simd kernels */
+  bool simd_dx;              /* and the one for dx */
 } conv_job;
 
 static size_t conv_col_rows(const conv *c)
@@ -435,6 +441,24 @@ static void transpose_grad(const conv *c, const float *g, float *gt)
       gt[i * c->width + o] = g[o * area + i];
 }
 
+/* Copies one example's output gradient g [out][OH*OW] into the worker's
+ * grad_padded, whose borders stay zero from its allocation. */
+static const float *pad_grad(const conv *c, conv_work *w, const float *g)
+{
+  const fedc_conv_shape *s = &c->grad_shape;
+  size_t border = (s->pad_w - c->out_w) / 2;
+
+  for (uint32_t o = 0; o < c->out_c; o++) {
+    float *dst = w->grad_padded + (o * (size_t)s->pad_h + border) * s->pad_w +
+                 border;
+
+    for (uint32_t h = 0; h < c->out_h; h++)
+      memcpy(dst + (size_t)h * s->pad_w, g + (o * c->out_h + h) *
+             (size_t)c->out_w, c->out_w * sizeof(float));
+  }
+  return w->grad_padded;
+}
+
 /* Adds example b's dW to the worker's dw_t and its db to db, and writes its
  * dx unless the job has none. The input gradient stays with OpenBLAS and
  * fold. */
@@ -452,6 +476,11 @@ static void backward_example_simd(const fedc_layer *layer, conv_work *w,
                              w->grad_t, w->dw_t);
   if (job->dx == NULL)
     return;
+  if (job->simd_dx) {
+    fedc_conv_simd_forward(&c->grad_shape, pad_grad(c, w, g), c->weight_flip,
+                           NULL, false, job->dx + b * layer->in_size);
+    return;
+  }
   fedc_blas_sgemm(true, false, rows, area, c->out_c, 1.0f,
                   layer->params[0].value, rows, g, area, 0.0f, w->cols, area);
   fold_example(c, w, w->cols, area, job->dx + b * layer->in_size);
@@ -676,6 +705,13 @@ static void conv_init(fedc_layer *layer, fedc_rng *rng)
                             bound, rng);
 }
 
+/* Floats of grad_padded, with the slack conv_simd may read. */
+static size_t conv_grad_padded_size(const conv *c)
+{
+  return (size_t)c->out_c * c->grad_shape.pad_h * c->grad_shape.pad_w +
+         FEDC_CONV_SIMD_SLACK;
+}
+
 static size_t conv_work_floats(const conv *c)
 {
   size_t width = (size_t)c->group * conv_out_area(c);
@@ -683,7 +719,8 @@ static size_t conv_work_floats(const conv *c)
   return 2 * conv_padded_size(c) + FEDC_CONV_SIMD_SLACK +
          conv_col_rows(c) * width + c->out_c * width +
          c->out_c * (conv_col_rows(c) + 1) +
-         (conv_out_area(c) + conv_col_rows(c)) * c->width;
+         (conv_out_area(c) + conv_col_rows(c)) * c->width +
+         conv_grad_padded_size(c);
 }
 
 static void conv_work_free(conv_work *w)
@@ -695,6 +732,7 @@ static void conv_work_free(conv_work *w)
   free(w->grad);
   free(w->grad_t);
   free(w->dw_t);
+  free(w->grad_padded);
   *w = (conv_work){ 0 };
 }
 
@@ -706,13 +744,14 @@ static int conv_work_alloc(const conv *c, conv_work *w)
                      sizeof(float));
   w->grad_t = calloc(conv_out_area(c) * c->width, sizeof(float));
   w->dw_t = malloc(conv_col_rows(c) * c->width * sizeof(float));
+  w->grad_padded = calloc(conv_grad_padded_size(c), sizeof(float));
   w->dpadded = malloc(conv_padded_size(c) * sizeof(float));
   w->cols = malloc(conv_col_rows(c) * width * sizeof(float));
   w->planes = malloc(c->out_c * width * sizeof(float));
   w->grad = malloc(c->out_c * (conv_col_rows(c) + 1) * sizeof(float));
   if (w->padded == NULL || w->dpadded == NULL || w->cols == NULL ||
       w->planes == NULL || w->grad == NULL || w->grad_t == NULL ||
-      w->dw_t == NULL) {
+      w->dw_t == NULL || w->grad_padded == NULL) {
     conv_work_free(w);
     return FEDC_ENOMEM;
   }
@@ -727,6 +766,11 @@ static int conv_reserve(conv *c)
   if (c->weight_t == NULL &&
       (c->weight_t = malloc(conv_col_rows(c) * c->width *
                             sizeof(float))) == NULL)
+    return FEDC_ENOMEM;
+  if (c->weight_flip == NULL &&
+      (c->weight_flip = malloc((size_t)c->out_c * c->kernel * c->kernel *
+                               fedc_conv_simd_width(c->in_c) *
+                               sizeof(float))) == NULL)
     return FEDC_ENOMEM;
 
   while (c->workers < workers) {
@@ -768,6 +812,10 @@ static int conv_backward(fedc_layer *layer, const float *x, const float *y,
   conv *c = layer->priv;
   conv_job job = { .layer = layer, .x = x, .out = y, .dy = dy, .dx = dx,
                    .simd = fedc_conv_simd_available(&c->shape) };
+
+  /* Only stride 1 makes the input gradient a plain convolution. */
+  job.simd_dx = job.simd && dx != NULL && c->stride == 1 &&
+                fedc_conv_simd_available(&c->grad_shape);
   unsigned workers = fedc_parallel_get_threads();
   size_t grads = layer->params[0].numel + (c->has_bias ? c->out_c : 0);
   int rc;
@@ -776,6 +824,9 @@ static int conv_backward(fedc_layer *layer, const float *x, const float *y,
     return reference_backward(layer, x, y, dy, dx, batch);
   if ((rc = conv_reserve(c)) != 0)
     return rc;
+  if (job.simd_dx)
+    fedc_conv_simd_transpose_flipped(&c->shape, layer->params[0].value,
+                                     c->weight_flip);
   fedc_parallel_run(batch, backward_range, &job);
 
   /* Workers past the batch size had no range and left stale sums. */
@@ -806,8 +857,10 @@ static void conv_destroy(fedc_layer *layer)
   if (c != NULL)
     for (unsigned w = 0; w < c->workers; w++)
       conv_work_free(&c->work[w]);
-  if (c != NULL)
+  if (c != NULL) {
     free(c->weight_t);
+    free(c->weight_flip);
+  }
   free(c);
 }
 
@@ -835,6 +888,7 @@ static int conv_declare(fedc_layer *layer, const conv *c)
 static void conv_set_geometry(conv *c)
 {
   size_t area;
+  uint32_t border;
 
   c->out_h = (c->in_h + 2 * c->padding - c->kernel) / c->stride + 1;
   c->out_w = (c->in_w + 2 * c->padding - c->kernel) / c->stride + 1;
@@ -848,6 +902,11 @@ static void conv_set_geometry(conv *c)
                                 .pad_w = c->pad_w, .out_c = c->out_c,
                                 .out_h = c->out_h, .out_w = c->out_w,
                                 .kernel = c->kernel, .stride = c->stride };
+  border = c->kernel - 1 - c->padding;
+  c->grad_shape = (fedc_conv_shape){
+    .in_c = c->out_c, .pad_h = c->out_h + 2 * border,
+    .pad_w = c->out_w + 2 * border, .out_c = c->in_c, .out_h = c->in_h,
+    .out_w = c->in_w, .kernel = c->kernel, .stride = 1 };
 }
 
 int fedc_conv_new(const char *name, const fedc_shape *in,

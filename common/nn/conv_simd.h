@@ -30,10 +30,11 @@ typedef struct fedc_conv_shape {
   uint32_t kernel, stride;
 } fedc_conv_shape;
 
-/* Returns true when the CPU runs the kernels below (AVX-512F), the
- * stride is small enough for FEDC_CONV_SIMD_SLACK and at least 3/4 of the
- * lanes hold channels, unless fedc_conv_simd_enable(false) turned the
- * kernels off. */
+/* Returns true when the CPU runs the kernels below (AVX-512F) and they
+ * pay off for shape s: the stride is small enough for
+ * FEDC_CONV_SIMD_SLACK, at least 3/4 of the lanes hold channels and each
+ * output sums enough products. fedc_conv_simd_enable(false) turns them
+ * off. */
 bool fedc_conv_simd_available(const fedc_conv_shape *s);
 
 /* Turns the kernels off (or back on where available), for tests of the
@@ -47,6 +48,13 @@ size_t fedc_conv_simd_width(uint32_t out_c);
  * weights w [out_c][C*k*k]. */
 void fedc_conv_simd_transpose(const fedc_conv_shape *s, const float *w,
                               float *wt);
+
+/* Writes wt [out_c*k*k][width(in_c)]: the weights of the convolution that
+ * computes the input gradient of a stride-1 layer of shape s, flipped in
+ * both kernel axes, with the roles of in_c and out_c swapped:
+ * wt[(o, kh, kw)][c] = w[o][c][k-1-kh][k-1-kw]. */
+void fedc_conv_simd_transpose_flipped(const fedc_conv_shape *s,
+                                      const float *w, float *wt);
 
 /* Computes one example's output y [out_c][OH*OW] = W x unfold(xpad) +
  * bias (bias may be NULL), through a ReLU when relu is set (NaN maps to

@@ -178,6 +178,10 @@ static const kernel_case kernel_cases[] = {
   { "input 4x9x9; conv 64 3; relu; maxpool 2", 3, false },
   { "input 2x7x7; conv 32 1", 4, false },
   { "input 5x6x6; conv 32 5 pad=2 bias=0", 2, false },
+  /* 16 lanes, and the input gradient as a convolution (stride 1). */
+  { "input 8x8x8; conv 16 3 pad=1; relu", 3, false },
+  { "input 12x8x8; conv 32 3", 3, false },
+  { "input 32x6x6; conv 32 3 pad=1; relu", 2, false },
   { "input 3x9x7; maxpool 2", 4, false },
   { "input 2x12x18; maxpool 2", 3, true },
   { "input 4x28x28; maxpool 2", 2, false },
