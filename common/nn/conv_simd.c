@@ -138,30 +138,45 @@ CONV_TARGET static void forward_tile_narrow(const fedc_conv_shape *s,
 }
 
 /* Stores positions [0, n) of a tile into y (already offset to the first
- * position) for channels o0 .. o0 + lanes - 1 below out_c, adding the
- * bias. */
-static void store_tile(const fedc_conv_shape *s, const float *tile,
-                       uint32_t n, uint32_t o0, uint32_t lanes,
-                       const float *bias, bool relu, float *y)
+ * position) for channels o0 .. o0 + lanes - 1 below out_c, adding the bias
+ * and applying the ReLU in vectors; each position's channels are one
+ * scatter to y's channel planes. max(v, 0) returns its second operand for
+ * NaN and for -0, so it maps both to +0 as the activation layer does. */
+CONV_TARGET static void store_tile(const fedc_conv_shape *s,
+                                   const float *tile, uint32_t n,
+                                   uint32_t o0, uint32_t lanes,
+                                   const float *bias, bool relu, float *y)
 {
   size_t area = (size_t)s->out_h * s->out_w;
   uint32_t end = s->out_c - o0 < lanes ? s->out_c - o0 : lanes;
+  __m512i index = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32((int)area));
+  float *base = y + (size_t)o0 * area;
 
-  for (uint32_t o = 0; o < end; o++) {
-    float b = bias != NULL ? bias[o0 + o] : 0.0f;
-    float *dst = y + (o0 + o) * area;
+  for (uint32_t v = 0; v * 16 < end; v++) {
+    uint32_t count = end - v * 16 < 16 ? end - v * 16 : 16;
+    __mmask16 mask = (__mmask16)((1u << count) - 1);
+    __m512 b = bias != NULL
+                   ? _mm512_maskz_loadu_ps(mask, bias + o0 + v * 16)
+                   : _mm512_setzero_ps();
+    float *dst = base + (size_t)v * 16 * area;
 
     for (uint32_t t = 0; t < n; t++) {
-      float v = tile[t * FEDC_CONV_SIMD_LANES + o] + b;
+      __m512 value = _mm512_add_ps(
+          _mm512_loadu_ps(tile + t * FEDC_CONV_SIMD_LANES + v * 16), b);
 
-      dst[t] = relu && !(v > 0) ? 0.0f : v;
+      if (relu)
+        value = _mm512_max_ps(value, _mm512_setzero_ps());
+      _mm512_mask_i32scatter_ps(dst + t, mask, index, value, 4);
     }
   }
 }
 
-void fedc_conv_simd_forward(const fedc_conv_shape *s, const float *xpad,
-                            const float *wt, const float *bias, bool relu,
-                            float *y)
+CONV_TARGET void fedc_conv_simd_forward(const fedc_conv_shape *s,
+                                        const float *xpad, const float *wt,
+                                        const float *bias, bool relu,
+                                        float *y)
 {
   size_t width = fedc_conv_simd_width(s->out_c);
   uint32_t lanes = width == 16 ? 16 : FEDC_CONV_SIMD_LANES;
