@@ -6,6 +6,10 @@ expanded spec by examples/pytorch/fedc_torch.py), batch size, optimizer
                                     [--batch N] [--lr X]
 
 Prints one line of key=value pairs like fedc-bench-trainer.
+
+torch.set_num_threads covers torch's own (OpenMP) threads only; the
+Debian build runs nn.Linear through OpenBLAS, whose thread pool
+threadpoolctl limits to the same count, as fedc does for itself.
 """
 
 import argparse
@@ -17,6 +21,11 @@ import time
 
 import numpy as np
 import torch
+
+try:
+    import threadpoolctl
+except ImportError:  # the thread count then covers OpenMP only
+    threadpoolctl = None
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "examples", "pytorch"))
@@ -34,6 +43,17 @@ def load(split):
     return x, torch.from_numpy(y.astype(np.int64))
 
 
+def blas_name():
+    """Returns the BLAS that torch and numpy load, as "openblas-KERNELS"."""
+    if threadpoolctl is None:
+        return "unknown"
+    for pool in threadpoolctl.threadpool_info():
+        if pool.get("user_api") == "blas":
+            return "%s-%s" % (pool.get("internal_api"),
+                              pool.get("architecture"))
+    return "none"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("spec")
@@ -44,6 +64,8 @@ def main():
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    if threadpoolctl is not None:
+        threadpoolctl.threadpool_limits(args.threads, user_api="blas")
     torch.manual_seed(1)
     x, y = load("train")
     test_x, test_y = load("t10k")
@@ -70,9 +92,10 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print("impl=torch threads=%d batch=%d epochs=%d epoch_seconds=%.2f "
           "epoch_cpu_seconds=%.2f train_loss=%.4f test_accuracy=%.4f "
-          "peak_rss_mib=%.1f" %
+          "peak_rss_mib=%.1f blas=%s conv=%s" %
           (args.threads, args.batch, args.epochs, elapsed / args.epochs,
-           cpu / args.epochs, loss_sum / len(x), accuracy, rss))
+           cpu / args.epochs, loss_sum / len(x), accuracy, rss, blas_name(),
+           "onednn" if torch.backends.mkldnn.is_available() else "aten"))
 
 
 if __name__ == "__main__":

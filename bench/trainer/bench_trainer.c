@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include "data/dataset.h"
+#include "nn/blas.h"
+#include "nn/conv_simd.h"
 #include "nn/model.h"
 #include "nn/spec.h"
 #include "util/error.h"
@@ -108,9 +110,11 @@ static int run(const options *o, const fedc_dataset *train,
   if (rc == 0)
     printf("impl=fedc spec=%s threads=%d batch=%u epochs=%u "
            "epoch_seconds=%.2f epoch_cpu_seconds=%.2f train_loss=%.4f "
-           "test_accuracy=%.4f peak_rss_mib=%.1f\n", o->spec, o->threads,
-           o->batch, o->epochs, elapsed / o->epochs, cpu / o->epochs,
-           stats.loss, eval.accuracy, peak_rss_mib());
+           "test_accuracy=%.4f peak_rss_mib=%.1f blas=openblas-%s "
+           "conv_kernels=%s\n", o->spec, o->threads, o->batch, o->epochs,
+           elapsed / o->epochs, cpu / o->epochs, stats.loss, eval.accuracy,
+           peak_rss_mib(), fedc_blas_core_name(),
+           fedc_conv_simd_supported() ? "avx512" : "openblas");
   fedc_model_free(&m);
   return rc;
 }

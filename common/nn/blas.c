@@ -65,6 +65,12 @@ void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
               alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
+const char *fedc_blas_core_name(void)
+{
+  return backend == FEDC_BLAS_REFERENCE ? "reference"
+                                        : openblas_get_corename();
+}
+
 void fedc_blas_set_threads(int threads)
 {
   if (threads > 0)

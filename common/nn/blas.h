@@ -31,6 +31,10 @@ void fedc_blas_sgemm_ref(bool trans_a, bool trans_b, size_t m, size_t n,
                          const float *b, size_t ldb, float beta,
                          float *c, size_t ldc);
 
+/* Returns the name of the kernels OpenBLAS picked for this CPU, such as
+ * "SkylakeX", or "reference" for the plain-C backend. */
+const char *fedc_blas_core_name(void);
+
 /* Sets the OpenBLAS thread count (threads > 0), returns the current one. */
 void fedc_blas_set_threads(int threads);
 int fedc_blas_get_threads(void);

@@ -23,13 +23,22 @@
 
 static bool simd_enabled = true;
 
+bool fedc_conv_simd_supported(void)
+{
+#if CONV_SIMD
+  return simd_enabled && __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
 bool fedc_conv_simd_available(const fedc_conv_shape *s)
 {
 #if CONV_SIMD
   /* With fewer than 3/4 of the lanes used, or fewer than MIN_DEPTH
-   * products per output, OpenBLAS is faster: the scalar stores of a tile
-   * then cost more than its FMAs. */
-  return simd_enabled && __builtin_cpu_supports("avx512f") &&
+   * products per output, OpenBLAS is faster: storing a tile then costs
+   * more than its FMAs. */
+  return fedc_conv_simd_supported() &&
          (size_t)TILE_POSITIONS * s->stride <= FEDC_CONV_SIMD_SLACK &&
          4 * (size_t)s->out_c >= 3 * fedc_conv_simd_width(s->out_c) &&
          (size_t)s->in_c * s->kernel * s->kernel >= MIN_DEPTH;

@@ -30,6 +30,10 @@ typedef struct fedc_conv_shape {
   uint32_t kernel, stride;
 } fedc_conv_shape;
 
+/* Returns true when the CPU runs the kernels below (AVX-512F), unless
+ * fedc_conv_simd_enable(false) turned them off. */
+bool fedc_conv_simd_supported(void);
+
 /* Returns true when the CPU runs the kernels below (AVX-512F) and they
  * pay off for shape s: the stride is small enough for
  * FEDC_CONV_SIMD_SLACK, at least 3/4 of the lanes hold channels and each
