@@ -7,9 +7,9 @@ expanded spec by examples/pytorch/fedc_torch.py), batch size, optimizer
 
 Prints one line of key=value pairs like fedc-bench-trainer.
 
-torch.set_num_threads covers torch's own (OpenMP) threads only; the
-Debian build runs nn.Linear through OpenBLAS, whose thread pool
-threadpoolctl limits to the same count, as fedc does for itself.
+torch.set_num_threads covers torch's own OpenMP threads only. Debian's
+build runs nn.Linear through OpenBLAS, so threadpoolctl limits OpenBLAS's
+thread pool to the same count, as fedc does for itself.
 """
 
 import argparse

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs one epoch of the MLP and of the CNN on Fashion-MNIST in fedc and in
-# PyTorch, one process each (so each peak RSS is its own), and prints them
+# PyTorch, one process each, so that each peak RSS is its own. Prints them
 # side by side with the fedc/torch ratios of wall and CPU time.
 #
 #   bench/trainer/run.sh [BUILD_DIR] [THREADS]

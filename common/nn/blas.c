@@ -4,6 +4,23 @@
 #include <cblas.h>
 #include <limits.h>
 
+#include "nn/parallel.h"
+
+/* Products of fewer multiply-adds run on one thread, because waking the
+ * workers costs more than they save; OpenBLAS 0.3.21 uses the same bound
+ * (65536 x GEMM_MULTITHREAD_THRESHOLD 4) for its own threads. */
+#define SPLIT_MIN_WORK 262144.0
+
+/* One product split over the workers by rows or by columns of C. */
+typedef struct sgemm_job {
+  bool trans_a, trans_b, by_rows;
+  size_t m, n, k;
+  float alpha, beta;
+  const float *a, *b;
+  float *c;
+  size_t lda, ldb, ldc;
+} sgemm_job;
+
 static enum fedc_blas_backend backend = FEDC_BLAS_OPENBLAS;
 
 void fedc_blas_set_backend(enum fedc_blas_backend b)
@@ -38,18 +55,12 @@ void fedc_blas_sgemm_ref(bool trans_a, bool trans_b, size_t m, size_t n,
   }
 }
 
-void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
-                     float alpha, const float *a, size_t lda,
-                     const float *b, size_t ldb, float beta,
-                     float *c, size_t ldc)
+/* Runs one product, or part of one, on OpenBLAS in this thread. */
+static void sgemm_openblas(bool trans_a, bool trans_b, size_t m, size_t n,
+                           size_t k, float alpha, const float *a, size_t lda,
+                           const float *b, size_t ldb, float beta, float *c,
+                           size_t ldc)
 {
-  if (m == 0 || n == 0)
-    return;
-  if (backend == FEDC_BLAS_REFERENCE || k == 0) {
-    fedc_blas_sgemm_ref(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
-                        beta, c, ldc);
-    return;
-  }
   /* The strides must cover the rows they describe; cblas takes int sizes. */
   assert(lda >= (trans_a ? m : k));
   assert(ldb >= (trans_b ? k : n));
@@ -63,6 +74,51 @@ void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
               alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* Rows [begin, end) of C, with the matching rows of op(A), or columns
+ * with the matching columns of op(B). */
+static void sgemm_range(void *ctx, unsigned worker, size_t begin,
+                        size_t end)
+{
+  const sgemm_job *j = ctx;
+
+  if (j->by_rows) {
+    const float *a = j->trans_a ? j->a + begin : j->a + begin * j->lda;
+
+    sgemm_openblas(j->trans_a, j->trans_b, end - begin, j->n, j->k, j->alpha,
+                   a, j->lda, j->b, j->ldb, j->beta, j->c + begin * j->ldc,
+                   j->ldc);
+    return;
+  }
+  sgemm_openblas(j->trans_a, j->trans_b, j->m, end - begin, j->k, j->alpha,
+                 j->a, j->lda,
+                 j->trans_b ? j->b + begin * j->ldb : j->b + begin, j->ldb,
+                 j->beta, j->c + begin, j->ldc);
+}
+
+void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                     float alpha, const float *a, size_t lda,
+                     const float *b, size_t ldb, float beta,
+                     float *c, size_t ldc)
+{
+  sgemm_job job = { trans_a, trans_b, m >= n, m, n, k, alpha, beta, a, b, c,
+                    lda, ldb, ldc };
+
+  if (m == 0 || n == 0)
+    return;
+  if (backend == FEDC_BLAS_REFERENCE || k == 0) {
+    fedc_blas_sgemm_ref(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                        beta, c, ldc);
+    return;
+  }
+  if (fedc_parallel_get_threads() == 1 || fedc_parallel_in_worker() ||
+      (double)m * n * k < SPLIT_MIN_WORK) {
+    sgemm_openblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                   ldc);
+    return;
+  }
+  fedc_parallel_run(job.by_rows ? m : n, sgemm_range, &job);
 }
 
 const char *fedc_blas_core_name(void)

@@ -19,7 +19,9 @@ enum fedc_blas_backend fedc_blas_get_backend(void);
 
 /* C = alpha * op(A) * op(B) + beta * C, where op(A) is m x k, op(B) is
  * k x n and C is m x n; lda, ldb and ldc are row strides in floats. With
- * beta == 0, C is overwritten and may hold garbage (even NaN) before. */
+ * beta == 0, C is overwritten and may hold garbage (even NaN) before.
+ * Large products are split over the nn/parallel.h workers by rows or
+ * columns of C, each part on a single-threaded OpenBLAS call. */
 void fedc_blas_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                      float alpha, const float *a, size_t lda,
                      const float *b, size_t ldb, float beta,
@@ -35,7 +37,8 @@ void fedc_blas_sgemm_ref(bool trans_a, bool trans_b, size_t m, size_t n,
  * "SkylakeX", or "reference" for the plain-C backend. */
 const char *fedc_blas_core_name(void);
 
-/* Sets the OpenBLAS thread count (threads > 0), returns the current one. */
+/* Sets the OpenBLAS thread count (threads > 0), returns the current one.
+ * fedc_nn_set_threads keeps it at 1 (see nn/parallel.h). */
 void fedc_blas_set_threads(int threads);
 int fedc_blas_get_threads(void);
 

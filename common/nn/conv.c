@@ -9,8 +9,8 @@
 #include "nn/parallel.h"
 #include "util/error.h"
 
-/* Output columns below which one sgemm takes several examples: narrower
- * products leave OpenBLAS's kernels mostly waiting on memory. */
+/* Output columns below which one sgemm takes several examples, so that
+ * OpenBLAS gets products at least this wide. */
 #define CONV_MIN_COLUMNS 256
 
 /* One worker's scratch space. Its size depends on the layer only, not on
@@ -81,7 +81,8 @@ static bool conv_is_pointwise(const conv *c)
 /* --- Unfolding (im2col) and folding back (col2im) ------------------------ */
 
 /* Copies x into the worker's padded image and returns it. The borders of
- * the copy were zeroed when it was allocated and are never written. */
+ * the copy, and the slack that conv_simd reads past its end, were zeroed
+ * when it was allocated and are never written. */
 static const float *copy_input(const conv *c, conv_work *w, const float *x)
 {
   size_t plane = (size_t)c->pad_h * c->pad_w;
@@ -460,8 +461,8 @@ static const float *pad_grad(const conv *c, conv_work *w, const float *g)
 }
 
 /* Adds example b's dW to the worker's dw_t and its db to db, and writes its
- * dx unless the job has none. The input gradient stays with OpenBLAS and
- * fold. */
+ * dx unless the job has none: with conv_simd for stride 1, else with
+ * OpenBLAS and fold. */
 static void backward_example_simd(const fedc_layer *layer, conv_work *w,
                                   const conv_job *job, size_t b, float *db)
 {

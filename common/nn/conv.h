@@ -2,15 +2,16 @@
  * and one zero padding for both axes: "weight" [out, in, k, k] and "bias"
  * [out].
  *
- * The fast path splits the batch over the fedc_parallel workers. Each
- * worker unfolds a group of examples at a time (im2col, into scratch that
- * stays in cache) and runs one sgemm per group and per product: forward
- * W x cols, weight gradient dy x cols^T, input gradient W^T x dy folded
- * back (col2im). The backward pass unfolds the input again instead of
- * keeping the forward's columns, and skips the input gradient where the
- * caller passes no dx (the model's first layer). With
- * fedc_layer_set_reference(true), direct loops accumulating in double
- * compute the same values instead. */
+ * The fast path splits the batch over the fedc_parallel workers. Where
+ * the CPU has AVX-512F and the layer is large enough, each worker runs the
+ * nn/conv_simd.h kernels on one example at a time. Otherwise it unfolds a
+ * group of examples (im2col, into scratch that stays in cache) and runs
+ * one sgemm per group and product: forward W x cols, weight gradient
+ * dy x cols^T, input gradient W^T x dy folded back (col2im). The backward
+ * pass reads the input again instead of keeping the forward's columns, and
+ * skips the input gradient where the caller passes no dx (the model's
+ * first layer). With fedc_layer_set_reference(true), direct loops
+ * accumulating in double compute the same values instead. */
 #ifndef FEDC_NN_CONV_H
 #define FEDC_NN_CONV_H
 

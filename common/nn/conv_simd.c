@@ -16,9 +16,9 @@
 #define TILE_POSITIONS 14
 /* Rows of the weight gradient per tile: 16 with one vector, 8 with two. */
 #define TILE_ROWS 16
-/* The fewest products per output (C*k*k) for which the kernels run; the
- * first layer of the built-in CNN (25) is faster with OpenBLAS, its second
- * (400) with the kernels, measured on one AVX-512 machine. */
+/* The minimum number of products per output (C*k*k) for the kernels. The
+ * first layer of the built-in CNN (25) ran faster with OpenBLAS and its
+ * second (400) with the kernels, measured on one AVX-512 machine. */
 #define MIN_DEPTH 64
 
 static bool simd_enabled = true;
@@ -147,8 +147,8 @@ CONV_TARGET static void forward_tile_narrow(const fedc_conv_shape *s,
 }
 
 /* Stores positions [0, n) of a tile into y (already offset to the first
- * position) for channels o0 .. o0 + lanes - 1 below out_c, adding the bias
- * and applying the ReLU in vectors; each position's channels are one
+ * position) for channels o0 .. o0 + lanes - 1 below out_c. The bias and
+ * the ReLU are applied in vectors, and each position's channels are one
  * scatter to y's channel planes. max(v, 0) returns its second operand for
  * NaN and for -0, so it maps both to +0 as the activation layer does. */
 CONV_TARGET static void store_tile(const fedc_conv_shape *s,

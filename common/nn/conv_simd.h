@@ -1,13 +1,14 @@
-/* AVX-512 kernels for the convolution's forward pass and weight gradient,
- * used by conv.c when the CPU has AVX-512F (checked at run time; the
- * library itself is built for baseline x86-64 or any other target).
+/* AVX-512 kernels for the convolution's forward pass, weight gradient and
+ * (as a convolution with flipped weights) input gradient. conv.c uses them
+ * when the CPU has AVX-512F, which is checked at run time, so the library
+ * itself stays built for baseline x86-64 or any other target.
  *
- * They read the zero-padded input directly instead of an unfolded copy
- * (an implicit im2col), so that neither the unfold nor OpenBLAS's packing
- * of it is needed. Channels of the output are the vector lanes: weights
- * and output gradients are used transposed, [C*k*k][channels] and
- * [OH*OW][channels], with the channel count rounded up to a multiple of
- * FEDC_CONV_SIMD_LANES and the extra lanes zero. */
+ * They read the zero-padded input directly instead of an unfolded copy (an
+ * implicit im2col), so that neither the unfold nor OpenBLAS's packing of
+ * it is needed. Output channels are the vector lanes. Weights and output
+ * gradients are therefore used transposed, [C*k*k][width] and
+ * [OH*OW][width], where width is the channel count rounded up to 16 or to
+ * a multiple of FEDC_CONV_SIMD_LANES and the extra lanes are zero. */
 #ifndef FEDC_NN_CONV_SIMD_H
 #define FEDC_NN_CONV_SIMD_H
 
@@ -15,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Output channels per tile: two vectors of 16 floats. */
+/* Output channels per tile for more than 16 channels: two vectors of 16
+ * floats. */
 #define FEDC_CONV_SIMD_LANES 32
 
 /* Floats past the end of a padded image that the kernels may read (never
@@ -45,7 +47,8 @@ bool fedc_conv_simd_available(const fedc_conv_shape *s);
  * OpenBLAS path. Do not switch while another thread trains. */
 void fedc_conv_simd_enable(bool enable);
 
-/* Returns out_c rounded up to a multiple of FEDC_CONV_SIMD_LANES. */
+/* Returns out_c rounded up to 16, or above 16 to a multiple of
+ * FEDC_CONV_SIMD_LANES. */
 size_t fedc_conv_simd_width(uint32_t out_c);
 
 /* Writes wt [C*k*k][width] = W^T, zero in the extra lanes, from the

@@ -567,9 +567,11 @@ int fedc_model_evaluate(fedc_model *model, const fedc_dataset_view *view,
 
 void fedc_nn_set_threads(int threads)
 {
-  fedc_blas_set_threads(threads);
-  if (threads > 0)
+  /* OpenBLAS stays on one thread: fedc's workers split the products. */
+  if (threads > 0) {
+    fedc_blas_set_threads(1);
     fedc_parallel_set_threads((unsigned)threads);
+  }
 }
 
 /* --- Description ----------------------------------------------------------- */

@@ -132,8 +132,9 @@ int fedc_model_evaluate_classes(fedc_model *model,
 int fedc_model_describe(const fedc_model *model, uint32_t batch_size,
                         char **out);
 
-/* Sets the thread count of OpenBLAS and of the layers' own workers
- * (nn/parallel.h) for this process; 0 leaves both as they are. With more
+/* Sets the number of worker threads (nn/parallel.h) that layers and
+ * matrix products split a batch over, for this process, and keeps
+ * OpenBLAS itself on one thread; 0 leaves both as they are. With more
  * than one thread, train one model at a time in the process. */
 void fedc_nn_set_threads(int threads);
 

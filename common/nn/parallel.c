@@ -4,7 +4,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "nn/blas.h"
 
 /* One process-wide pool. Helpers wait on `start` for a new generation,
  * run their range and count down `pending`; the caller waits on `done`. */
@@ -26,6 +25,10 @@ typedef struct pool {
   unsigned ranges;
 } pool;
 
+/* Set while this thread runs a range, so that nested work (an sgemm inside
+ * a layer's worker) runs inline instead of waiting for the pool. */
+static _Thread_local bool in_worker;
+
 static pool the_pool = {
   .run_lock = PTHREAD_MUTEX_INITIALIZER,
   .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -39,8 +42,13 @@ static void run_range(const pool *p, unsigned worker)
   size_t begin = p->n * worker / p->ranges;
   size_t end = p->n * (worker + 1) / p->ranges;
 
-  if (worker < p->ranges && begin < end)
+  if (worker < p->ranges && begin < end) {
+    bool outer = in_worker;
+
+    in_worker = true;
     p->fn(p->ctx, worker, begin, end);
+    in_worker = outer;
+  }
 }
 
 static void *helper_main(void *arg)
@@ -117,6 +125,11 @@ unsigned fedc_parallel_get_threads(void)
   return the_pool.threads;
 }
 
+bool fedc_parallel_in_worker(void)
+{
+  return in_worker;
+}
+
 /* Runs ranges 1 .. ranges - 1 on the helpers and range 0 here. */
 static void run_on_helpers(pool *p)
 {
@@ -137,7 +150,6 @@ static void run_on_helpers(pool *p)
 void fedc_parallel_run(size_t n, fedc_parallel_fn *fn, void *ctx)
 {
   pool *p = &the_pool;
-  int blas_threads;
 
   if (p->threads == 1 || n <= 1) {
     if (n > 0)
@@ -150,8 +162,6 @@ void fedc_parallel_run(size_t n, fedc_parallel_fn *fn, void *ctx)
   p->ctx = ctx;
   p->n = n;
   p->ranges = (unsigned)(n < p->threads ? n : p->threads);
-  blas_threads = fedc_blas_get_threads();
-  fedc_blas_set_threads(1);
   if (p->helpers + 1 >= p->ranges) {
     run_on_helpers(p);
   } else {
@@ -159,6 +169,5 @@ void fedc_parallel_run(size_t n, fedc_parallel_fn *fn, void *ctx)
     for (unsigned w = 0; w < p->ranges; w++)
       run_range(p, w);
   }
-  fedc_blas_set_threads(blas_threads);
   pthread_mutex_unlock(&p->run_lock);
 }

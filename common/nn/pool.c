@@ -243,9 +243,10 @@ static float relu_grad(float dy, const float *y, size_t o)
   return y != NULL && !(y[o] > 0) ? 0.0f : dy;
 }
 
-/* The gradient of a 2x2 max pool: each window gets dy at its maximum and
- * zeros elsewhere, and inputs outside every window (the last row or column
- * of an odd size) get zeros, so that no memset of din is needed. */
+/* Writes the gradient of a 2x2 max pool: each window gets dy at its
+ * maximum and zeros elsewhere. Inputs outside every window (the last row
+ * or column of an odd size) get zeros too, so no memset of din is
+ * needed. */
 static void max_2x2_backward(const pool *p, const float *dy, const float *y,
                              const int32_t *argmax, float *din)
 {

@@ -1,12 +1,13 @@
 /* The fast convolution and pooling kernels against their plain-C
  * references (fedc_layer_set_reference), at several thread counts, the
- * ReLU folded into a convolution against a separate ReLU, and the worker
- * pool's split of a batch. */
+ * ReLU folded into a convolution against a separate ReLU, sgemm split
+ * over workers, and the worker pool's split of a batch. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/blas.h"
 #include "nn/conv_simd.h"
 #include "nn/model.h"
 #include "nn/net.h"
@@ -268,6 +269,38 @@ START_TEST(folded_relu_gradient_matches_finite_differences)
 }
 END_TEST
 
+/* Products large enough to be split over the workers, by rows (m >= n)
+ * and by columns, in every transpose combination. */
+START_TEST(sgemm_split_matches_reference)
+{
+  static const size_t sizes[][3] = { { 70, 50, 90 }, { 40, 90, 80 } };
+  const size_t *mnk = sizes[_i / 4];
+  size_t m = mnk[0], n = mnk[1], k = mnk[2];
+  bool ta = _i % 2, tb = _i / 2 % 2;
+  float *a = malloc(m * k * sizeof(float)), *b = malloc(k * n * sizeof(float));
+  float *c = malloc(m * n * sizeof(float)), *ref = malloc(m * n * sizeof(float));
+  fedc_rng rng;
+
+  fedc_rng_seed(&rng, 31);
+  nn_test_fill(a, m * k, -1.0f, 1.0f, &rng);
+  nn_test_fill(b, k * n, -1.0f, 1.0f, &rng);
+  nn_test_fill(c, m * n, -1.0f, 1.0f, &rng);
+  memcpy(ref, c, m * n * sizeof(float));
+  fedc_blas_sgemm_ref(ta, tb, m, n, k, 0.5f, a, ta ? m : k, b, tb ? k : n,
+                      0.25f, ref, n);
+  fedc_nn_set_threads(3);
+  fedc_blas_sgemm(ta, tb, m, n, k, 0.5f, a, ta ? m : k, b, tb ? k : n,
+                  0.25f, c, n);
+  fedc_nn_set_threads(1);
+  ck_assert_msg(relative_error(c, ref, m * n) < 1e-5,
+                "m=%zu n=%zu k=%zu trans %d %d", m, n, k, ta, tb);
+  free(a);
+  free(b);
+  free(c);
+  free(ref);
+}
+END_TEST
+
 typedef struct split_log {
   unsigned visits[40];
   unsigned worker_of[40];
@@ -336,6 +369,7 @@ int main(void)
                       sizeof(kernel_cases) / sizeof(kernel_cases[0]));
   tcase_add_test(tc, folded_relu_matches_separate_relu);
   tcase_add_test(tc, folded_relu_gradient_matches_finite_differences);
+  tcase_add_loop_test(tc, sgemm_split_matches_reference, 0, 8);
   tcase_add_test(tc, parallel_run_covers_range_once);
   tcase_add_test(tc, parallel_threads_are_clamped);
   suite_add_tcase(s, tc);
