@@ -334,23 +334,12 @@ static int on_evaluate_task(fedc_client_engine *e,
                     t->n_model, t->model_spec, out);
 }
 
-/* Hands the complete model to the driver: TRAIN keeps a reference here to
- * compute the update later, EVALUATE does not need one. */
-static int model_arrived(fedc_client_engine *e, fedc_client_actions *out)
+/* Hands the complete model in e->global to the driver: TRAIN keeps a
+ * reference here to compute the update later, EVALUATE does not need one. */
+static int hand_over_model(fedc_client_engine *e, fedc_client_actions *out)
 {
   bool train = e->state == FEDC_CLIENT_RECEIVING_TASK;
   fedc_client_action *a;
-  fedc_tensor_list model;
-  int rc;
-
-  fedc_tensor_list_init(&model);
-  rc = fedc_assembler_take(e->incoming, &model);
-  fedc_assembler_free(&e->incoming);
-  if (rc == 0)
-    rc = fedc_snapshot_new(&model, &e->global);
-  fedc_tensor_list_close(&model);
-  if (rc < 0)
-    return rc;
 
   a = fedc_client_actions_push(out, train ? FEDC_CLIENT_ACTION_TRAIN
                                           : FEDC_CLIENT_ACTION_EVALUATE);
@@ -374,6 +363,23 @@ static int model_arrived(fedc_client_engine *e, fedc_client_actions *out)
   return 0;
 }
 
+/* Makes the reassembled model the task's global model. */
+static int model_arrived(fedc_client_engine *e, fedc_client_actions *out)
+{
+  fedc_tensor_list model;
+  int rc;
+
+  fedc_tensor_list_init(&model);
+  rc = fedc_assembler_take(e->incoming, &model);
+  fedc_assembler_free(&e->incoming);
+  if (rc == 0)
+    rc = fedc_snapshot_new(&model, &e->global);
+  fedc_tensor_list_close(&model);
+  if (rc < 0)
+    return rc;
+  return hand_over_model(e, out);
+}
+
 static int on_chunk(fedc_client_engine *e, const Fedc__TensorChunk *chunk,
                     fedc_client_actions *out)
 {
@@ -390,6 +396,8 @@ static int on_chunk(fedc_client_engine *e, const Fedc__TensorChunk *chunk,
     return protocol_error(e, out, FEDC_ESTATE, "chunk in state %s",
                           fedc_client_state_name(e->state));
   rc = fedc_assembler_add(e->incoming, chunk);
+  if (rc == FEDC_ENOMEM)
+    return rc;
   if (rc < 0)
     return protocol_error(e, out, rc, "model stream rejected: %s",
                           fedc_assembler_reason(e->incoming));
@@ -502,6 +510,33 @@ int fedc_client_engine_received(fedc_client_engine *engine, uint64_t now_ms,
   if (!has_body(message))
     return protocol_error(engine, out, FEDC_EFORMAT, "message without body");
   return dispatch(engine, message, out);
+}
+
+int fedc_client_engine_received_tensors(fedc_client_engine *engine,
+                                        uint64_t now_ms, uint64_t round,
+                                        Fedc__StreamKind stream,
+                                        fedc_snapshot *tensors,
+                                        fedc_client_actions *out)
+{
+  fedc_client_engine *e = engine;
+  int rc;
+
+  if (!tensors)
+    return FEDC_EINVAL;
+  if (e->state == FEDC_CLIENT_DISCONNECTED)
+    return 0;
+  if (e->state != FEDC_CLIENT_RECEIVING_TASK &&
+      e->state != FEDC_CLIENT_RECEIVING_EVAL)
+    return protocol_error(e, out, FEDC_ESTATE, "stream in state %s",
+                          fedc_client_state_name(e->state));
+  rc = fedc_assembler_check_tensors(e->incoming, round, stream,
+                                    fedc_snapshot_tensors(tensors));
+  if (rc < 0)
+    return protocol_error(e, out, rc, "model stream rejected: %s",
+                          fedc_assembler_reason(e->incoming));
+  fedc_assembler_free(&e->incoming);
+  e->global = fedc_snapshot_ref(tensors);
+  return hand_over_model(e, out);
 }
 
 /* Turns weights into weights - global, tensor by tensor. The layouts match

@@ -30,6 +30,7 @@
 #include "fedc.pb-c.h"
 #include "tensor/tensor.h"
 #include "wire/message.h"
+#include "wire/snapshot.h"
 
 typedef struct fedc_client_engine fedc_client_engine;
 
@@ -106,6 +107,20 @@ int fedc_client_engine_lost(fedc_client_engine *engine, uint64_t now_ms,
 int fedc_client_engine_received(fedc_client_engine *engine, uint64_t now_ms,
                                 const Fedc__Envelope *message,
                                 fedc_client_actions *out);
+
+/* A whole model stream arrived in memory in place of its chunks: tensors
+ * as the chunks of a stream of round and kind stream would carry them.
+ * For drivers that hold the sender's snapshot, such as the simulator. The
+ * engine makes the checks it makes on chunks: a stream announced by the
+ * task in progress, its round, kind, names, dtypes and shapes, and finite
+ * values. It keeps a reference to tensors in place of a copy, which is
+ * safe because a snapshot's creator writes to it only while it holds the
+ * sole reference. */
+int fedc_client_engine_received_tensors(fedc_client_engine *engine,
+                                        uint64_t now_ms, uint64_t round,
+                                        Fedc__StreamKind stream,
+                                        fedc_snapshot *tensors,
+                                        fedc_client_actions *out);
 
 /* The TRAIN action of round finished. On success status is 0 and weights
  * is the model after local training; the engine takes ownership of it and

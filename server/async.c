@@ -85,29 +85,21 @@ static int dispatch(fedc_server_engine *e, uint64_t now_ms,
                     fedc_server_actions *out)
 {
   uint32_t limit = e->config.max_concurrency;
-  size_t idle = 0, n;
+  size_t n = fedc_peers_idle_count(&e->peers);
   fedc_rng rng;
   int rc;
 
-  if (e->idle_peers == 0 || (limit > 0 && e->stats.training_now >= limit))
+  if (n == 0 || (limit > 0 && e->stats.training_now >= limit))
     return 0;
-  /* NOTE: collecting the idle peers scans every peer, so each dispatch
-   * costs O(peers). */
-  rc = fedc_round_collect_idle(e, &idle);
-  if (rc < 0)
-    return rc;
-  n = idle;
   if (limit > 0 && n > limit - e->stats.training_now)
     n = limit - e->stats.training_now;
 
+  /* All picks are drawn before the first task changes the idle set. */
   fedc_rng_seed2(&rng, e->config.seed ^ ASYNC_STREAM, e->next_task_seq);
+  rc = fedc_sampler_draw(e, &rng, n);
   for (size_t i = 0; i < n && rc == 0; i++) {
-    size_t j = i + (size_t)fedc_rng_below(&rng, idle - i);
-    uint32_t pick = e->scratch[j];
-    fedc_peer *peer = &e->peers.items[pick];
+    fedc_peer *peer = &e->peers.items[e->scratch[i]];
 
-    e->scratch[j] = e->scratch[i];
-    e->scratch[i] = pick;
     rc = fedc_round_send_task(e, peer, ++e->async.next_task, now_ms, out);
     if (rc == 0)
       rc = queue_push(&e->async, now_ms + e->config.round_deadline_ms,
@@ -307,14 +299,14 @@ int fedc_async_settle(fedc_server_engine *e, uint64_t now_ms,
   if (e->phase == FEDC_SERVER_WAITING) {
     uint64_t need = e->config.min_clients > 0 ? e->config.min_clients : 1;
 
-    if (e->idle_peers < need)
+    if (fedc_peers_idle_count(&e->peers) < need)
       return 0;
     begin_buffer(e, now_ms);
     e->phase = FEDC_SERVER_TRAINING;
     fedc_info(LOG_COMPONENT, "asynchronous training started round=%llu "
               "mode=%s idle=%zu", (unsigned long long)e->round.id,
               e->config.mode == FEDC_ROUNDS_FEDBUFF ? "fedbuff" : "fedasync",
-              e->idle_peers);
+              fedc_peers_idle_count(&e->peers));
   }
   if (e->round.reported >= k) {
     rc = flush(e, now_ms, out);

@@ -314,6 +314,7 @@ void fedc_server_engine_free(fedc_server_engine **engine)
   fedc_round_forget_previous(e);
   fedc_snapshot_unref(&e->global);
   free(e->scratch);
+  free(e->cohort);
   free(e);
   *engine = NULL;
 }
@@ -331,8 +332,6 @@ static void copy_printable(char *dst, size_t size, const char *src)
 
 static void remove_peer(fedc_server_engine *e, fedc_peer *peer)
 {
-  if (peer->state == FEDC_PEER_IDLE)
-    e->idle_peers--;
   if (peer->client_id[0] != '\0')
     e->stats.clients--;
   e->stats.peers--;
@@ -445,9 +444,10 @@ static int on_hello(fedc_server_engine *e, fedc_peer *peer,
     peer = fedc_peers_find(&e->peers, id);
   }
 
-  fedc_peers_set_client(&e->peers, peer, hello->client_id);
-  peer->state = FEDC_PEER_IDLE;
-  e->idle_peers++;
+  rc = fedc_peers_set_client(&e->peers, peer, hello->client_id);
+  if (rc < 0)
+    return rc;
+  fedc_peers_set_state(&e->peers, peer, FEDC_PEER_IDLE);
   peer->hello_examples = hello->num_examples;
   e->stats.clients++;
   rc = fedc_message_welcome(e->server_id, e->round.id,
@@ -542,8 +542,7 @@ static void discard_too_stale(fedc_server_engine *e, fedc_peer *peer,
             (unsigned long long)peer->task_round,
             (unsigned long long)(e->round.id - peer->task_version));
   fedc_round_task_ended(e, peer);
-  peer->state = FEDC_PEER_IDLE;
-  e->idle_peers++;
+  fedc_peers_set_state(&e->peers, peer, FEDC_PEER_IDLE);
 }
 
 /* Formats a shape from a peer as "[2, 3]", at most FEDC_TENSOR_MAX_DIMS
@@ -666,7 +665,7 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
                        FEDC__ERROR_CODE__BAD_UPDATE, "update does not match "
                        "the model: %s", reason);
 
-  peer->state = FEDC_PEER_UPLOADING;
+  fedc_peers_set_state(&e->peers, peer, FEDC_PEER_UPLOADING);
   peer->result_examples = r->num_examples;
   peer->result_loss = fedc_message_find_metric(r->metrics, r->n_metrics,
                                                "train_loss", NAN);
@@ -675,93 +674,191 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
   return 0;
 }
 
-/* Folds the peer's complete update into the aggregate. fedc_agg repeats
- * the layout and finiteness checks that the assembler made. */
-static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
-                         uint64_t now_ms, fedc_server_actions *out)
+/* Returns 1 when the L2 norm of update, as the client sent it and before
+ * any staleness scaling, is within max_update_norm, with the norm in
+ * *norm; otherwise rejects the peer and returns the result. */
+static int within_norm_bound(fedc_server_engine *e, fedc_peer *peer,
+                             const fedc_tensor_list *update, double *norm,
+                             fedc_server_actions *out)
 {
   double limit = e->config.max_update_norm;
-  fedc_tensor_list update;
-  double norm;
-  int rc;
 
-  /* Server steps applied while the update streamed in may have made it
-   * too stale. */
-  if (fedc_engine_is_async(e) && fedc_async_update_scale(e, peer) == 0) {
-    discard_too_stale(e, peer, false);
-    return 0;
-  }
-  fedc_tensor_list_init(&update);
-  rc = fedc_assembler_take(peer->upload, &update);
-  fedc_assembler_free(&peer->upload);
-  norm = rc == 0 ? fedc_round_update_norm(&update) : 0.0;
-  if (rc == 0 && limit > 0.0 && !(norm <= limit)) {
-    fedc_tensor_list_close(&update);
+  *norm = fedc_round_update_norm(update);
+  if (limit > 0.0 && !(*norm <= limit))
     return reject_peer(e, out, peer, FEDC_REJECT_UPDATE_NORM,
                        FEDC__ERROR_CODE__BAD_UPDATE, "update L2 norm %.4g "
-                       "exceeds max_update_norm %.4g", norm, limit);
-  }
-  if (rc == 0)
-    rc = fedc_round_accept(e, peer, &update, now_ms);
-  fedc_tensor_list_close(&update);
-  if (rc == 0)
+                       "exceeds max_update_norm %.4g", *norm, limit);
+  return 1;
+}
+
+/* Folds a complete update of peer of L2 norm norm, which passed the
+ * stream's checks and the norm bound, into the aggregate, or rejects the
+ * peer when fedc_agg refuses it: fedc_agg repeats the layout and
+ * finiteness checks. */
+static int accept_update(fedc_server_engine *e, fedc_peer *peer,
+                         const fedc_tensor_list *update, double norm,
+                         uint64_t now_ms, fedc_server_actions *out)
+{
+  int rc = fedc_round_accept(e, peer, update, now_ms);
+
+  if (rc == 0) {
     fedc_debug(LOG_COMPONENT, "update accepted client=%s round=%llu "
                "norm=%.4g examples=%llu", peer->client_id,
                (unsigned long long)e->round.id, norm,
                (unsigned long long)peer->result_examples);
-
+    return 0;
+  }
   if (rc == FEDC_ESHAPE)
     return reject_peer(e, out, peer, FEDC_REJECT_SHAPE,
                        FEDC__ERROR_CODE__BAD_UPDATE, "update layout rejected");
   if (rc == FEDC_ENONFINITE)
     return reject_peer(e, out, peer, FEDC_REJECT_NONFINITE,
                        FEDC__ERROR_CODE__BAD_UPDATE, "NaN or Inf in update");
+  return reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
+                     FEDC__ERROR_CODE__INTERNAL, "update not aggregated: %s",
+                     fedc_strerror(rc));
+}
+
+/* Returns whether server steps applied while the update streamed in made
+ * it too stale, after discarding it if so. */
+static bool became_too_stale(fedc_server_engine *e, fedc_peer *peer)
+{
+  if (!fedc_engine_is_async(e) || fedc_async_update_scale(e, peer) != 0)
+    return false;
+  discard_too_stale(e, peer, false);
+  return true;
+}
+
+/* Folds the peer's complete chunked update into the aggregate; the
+ * asynchronous modes scale it in place, since the engine owns it. */
+static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
+                         uint64_t now_ms, fedc_server_actions *out)
+{
+  fedc_tensor_list update;
+  double norm = 0.0;
+  int rc;
+
+  if (became_too_stale(e, peer))
+    return 0;
+  fedc_tensor_list_init(&update);
+  rc = fedc_assembler_take(peer->upload, &update);
+  fedc_assembler_free(&peer->upload);
   if (rc < 0)
+    rc = reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
+                     FEDC__ERROR_CODE__INTERNAL, "update not aggregated: %s",
+                     fedc_strerror(rc));
+  else
+    rc = within_norm_bound(e, peer, &update, &norm, out);
+  if (rc == 1) {
+    if (fedc_engine_is_async(e))
+      fedc_round_scale_update(e, peer, &update);
+    rc = accept_update(e, peer, &update, norm, now_ms, out);
+  }
+  fedc_tensor_list_close(&update);
+  return rc;
+}
+
+/* Rejects a chunk, or a whole stream, of round and stream kind that the
+ * peer may not send now, and returns 1 for one it may send. The rest of a
+ * stream the engine no longer wants is dropped (returns 0). */
+static int admit_stream(fedc_server_engine *e, fedc_peer *peer,
+                        uint64_t round, Fedc__StreamKind stream, bool last,
+                        fedc_server_actions *out)
+{
+  bool open = e->phase == FEDC_SERVER_TRAINING &&
+              round == (fedc_engine_is_async(e) ? peer->task_round
+                                                : e->round.id);
+
+  if (peer->discard_task != 0 && round == peer->discard_task &&
+      stream == FEDC__STREAM_KIND__UPDATE) {
+    if (last)
+      peer->discard_task = 0;
+    return 0;
+  }
+  if (peer->state != FEDC_PEER_UPLOADING && !open)
+    return reject_peer(e, out, peer, FEDC_REJECT_STALE,
+                       FEDC__ERROR_CODE__STALE_ROUND, "chunk for round %llu, "
+                       "which is not open", (unsigned long long)round);
+  if (peer->state != FEDC_PEER_UPLOADING)
+    return reject_peer(e, out, peer, FEDC_REJECT_CHUNK,
+                       FEDC__ERROR_CODE__BAD_MESSAGE, "chunk without a "
+                       "FitResult");
+  return 1;
+}
+
+/* Rejects peer for a chunk, or a whole stream, that its assembler
+ * refused with rc. */
+static int reject_stream(fedc_server_engine *e, fedc_peer *peer, int rc,
+                         fedc_server_actions *out)
+{
+  if (rc == FEDC_ENONFINITE)
+    return reject_peer(e, out, peer, FEDC_REJECT_NONFINITE,
+                       FEDC__ERROR_CODE__BAD_UPDATE, "%s",
+                       fedc_assembler_reason(peer->upload));
+  if (rc == FEDC_ENOMEM)
     return reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
-                       FEDC__ERROR_CODE__INTERNAL, "update not aggregated: %s",
-                       fedc_strerror(rc));
-  return 0;
+                       FEDC__ERROR_CODE__INTERNAL, "out of memory for the "
+                       "update");
+  return reject_peer(e, out, peer, FEDC_REJECT_CHUNK,
+                     FEDC__ERROR_CODE__BAD_MESSAGE, "%s",
+                     fedc_assembler_reason(peer->upload));
 }
 
 static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
                     const Fedc__TensorChunk *chunk, uint64_t now_ms,
                     fedc_server_actions *out)
 {
-  bool open = e->phase == FEDC_SERVER_TRAINING &&
-              chunk->round == (fedc_engine_is_async(e) ? peer->task_round
-                                                       : e->round.id);
-  int rc;
+  int rc = admit_stream(e, peer, chunk->round, chunk->stream, chunk->last,
+                        out);
 
-  /* The rest of a stream the engine no longer wants. */
-  if (peer->discard_task != 0 && chunk->round == peer->discard_task &&
-      chunk->stream == FEDC__STREAM_KIND__UPDATE) {
-    if (chunk->last)
-      peer->discard_task = 0;
-    return 0;
-  }
-
-  if (peer->state != FEDC_PEER_UPLOADING && !open)
-    return reject_peer(e, out, peer, FEDC_REJECT_STALE,
-                       FEDC__ERROR_CODE__STALE_ROUND, "chunk for round %llu, "
-                       "which is not open", (unsigned long long)chunk->round);
-  if (peer->state != FEDC_PEER_UPLOADING)
-    return reject_peer(e, out, peer, FEDC_REJECT_CHUNK,
-                       FEDC__ERROR_CODE__BAD_MESSAGE, "chunk without a "
-                       "FitResult");
-
+  if (rc <= 0)
+    return rc;
   rc = fedc_assembler_add(peer->upload, chunk);
-  if (rc == FEDC_ENONFINITE)
-    return reject_peer(e, out, peer, FEDC_REJECT_NONFINITE,
-                       FEDC__ERROR_CODE__BAD_UPDATE, "%s",
-                       fedc_assembler_reason(peer->upload));
   if (rc < 0)
-    return reject_peer(e, out, peer, FEDC_REJECT_CHUNK,
-                       FEDC__ERROR_CODE__BAD_MESSAGE, "%s",
-                       fedc_assembler_reason(peer->upload));
+    return reject_stream(e, peer, rc, out);
 
   e->round.bytes_received += chunk->data.len;
   e->stats.bytes_received += chunk->data.len;
   return rc == 1 ? finish_upload(e, peer, now_ms, out) : 0;
+}
+
+/* A whole update stream passed in memory: the assembler's checks without
+ * its copy, then the same fold as finish_upload(). The tensors belong to
+ * the sender, so the asynchronous modes scale a copy. */
+static int on_tensors(fedc_server_engine *e, fedc_peer *peer, uint64_t round,
+                      Fedc__StreamKind stream,
+                      const fedc_tensor_list *tensors, uint64_t now_ms,
+                      fedc_server_actions *out)
+{
+  fedc_tensor_list copy;
+  double norm = 0.0;
+  int rc = admit_stream(e, peer, round, stream, true, out);
+
+  if (rc <= 0)
+    return rc;
+  rc = fedc_assembler_check_tensors(peer->upload, round, stream, tensors);
+  if (rc < 0)
+    return reject_stream(e, peer, rc, out);
+  fedc_assembler_free(&peer->upload);
+
+  e->round.bytes_received += fedc_tensor_list_nbytes(tensors);
+  e->stats.bytes_received += fedc_tensor_list_nbytes(tensors);
+  if (became_too_stale(e, peer))
+    return 0;
+  rc = within_norm_bound(e, peer, tensors, &norm, out);
+  if (rc != 1)
+    return rc;
+  if (!fedc_engine_is_async(e))
+    return accept_update(e, peer, tensors, norm, now_ms, out);
+
+  fedc_tensor_list_init(&copy);
+  rc = fedc_tensor_list_copy(&copy, tensors);
+  if (rc < 0)
+    return rc;
+  fedc_round_scale_update(e, peer, &copy);
+  rc = accept_update(e, peer, &copy, norm, now_ms, out);
+  fedc_tensor_list_close(&copy);
+  return rc;
 }
 
 /* A client that cannot finish its task (training failed) sends an Error.
@@ -874,7 +971,7 @@ int fedc_server_engine_connected(fedc_server_engine *engine, uint64_t now_ms,
                        FEDC__ERROR_CODE__BAD_MESSAGE, "certificate identity "
                        "longer than %d bytes", FEDC_ID_MAX);
   if (identity)
-    snprintf(p->identity, sizeof(p->identity), "%s", identity);
+    return fedc_peers_set_identity(p, identity);
   return 0;
 }
 
@@ -905,6 +1002,31 @@ int fedc_server_engine_received(fedc_server_engine *engine, uint64_t now_ms,
   if (!p)
     return 0;
   rc = dispatch(engine, p, message, now_ms, out);
+  if (rc < 0)
+    return rc;
+  return fedc_round_settle(engine, now_ms, out);
+}
+
+int fedc_server_engine_received_tensors(fedc_server_engine *engine,
+                                        uint64_t now_ms, uint64_t peer,
+                                        uint64_t round,
+                                        Fedc__StreamKind stream,
+                                        const fedc_tensor_list *tensors,
+                                        fedc_server_actions *out)
+{
+  fedc_peer *p;
+  int rc;
+
+  if (!tensors)
+    return FEDC_EINVAL;
+  p = fedc_peers_find(&engine->peers, peer);
+  if (!p)
+    return 0;
+  if (p->state == FEDC_PEER_HANDSHAKE)
+    rc = reject_peer(engine, out, p, FEDC_REJECT_MESSAGE,
+                     FEDC__ERROR_CODE__BAD_MESSAGE, "message before Hello");
+  else
+    rc = on_tensors(engine, p, round, stream, tensors, now_ms, out);
   if (rc < 0)
     return rc;
   return fedc_round_settle(engine, now_ms, out);

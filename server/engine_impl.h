@@ -6,6 +6,7 @@
 
 #include "server/engine.h"
 #include "server/peers.h"
+#include "util/rng.h"
 #include "wire/snapshot.h"
 
 /* The open round, or the one waiting for its evaluation. */
@@ -85,11 +86,16 @@ struct fedc_server_engine {
   fedc_round_state round;
   uint64_t next_timer;
 
-  /* Peers in state IDLE, kept so that an event while waiting for clients
-   * costs O(1) rather than a scan of every peer. */
-  size_t idle_peers;
-  uint32_t *scratch;         /* sampling: indices of idle peers */
+  /* Sampling: dense indices of peers (the idle ones, then the picked
+   * ones first), and at a close the cohort's. */
+  uint32_t *scratch;
   size_t scratch_capacity;
+
+  /* Synchronous rounds: the connection ids of the peers sampled for the
+   * open round, so that closing it visits the cohort rather than every
+   * peer. */
+  uint64_t *cohort;
+  size_t cohort_count, cohort_capacity;
 
   fedc_oort_state oort;
   fedc_async_state async;
@@ -160,14 +166,21 @@ int fedc_round_push_finished(const fedc_round_metrics *m,
                              fedc_server_actions *out);
 bool fedc_round_evaluation_due(const fedc_server_engine *e, uint64_t round);
 
-/* Collects the idle peers' indices into e->scratch. */
-int fedc_round_collect_idle(fedc_server_engine *e, size_t *count);
+/* sampler.c: makes e->scratch hold at least n indices. Returns 0 or
+ * FEDC_ENOMEM. */
+int fedc_sampler_reserve(fedc_server_engine *e, size_t n);
 
-/* sampler.c: picks a synchronous cohort from the idle peers in
- * e->scratch[0..idle). Moves the picked indices to the front of scratch
- * and returns their number in *picked, and in *cohort the cohort size
- * before over-selection, which the quorum and the early close use. */
-int fedc_sampler_pick(fedc_server_engine *e, size_t idle, uint32_t *picked,
+/* Draws n distinct idle peers uniformly with rng and writes their dense
+ * indices to e->scratch[0..n), n at most the idle count. The draw is a
+ * partial Fisher-Yates shuffle of the idle peers listed in dense-array
+ * order, done sparsely: O(n log peers), not O(peers). */
+int fedc_sampler_draw(fedc_server_engine *e, fedc_rng *rng, size_t n);
+
+/* Picks a synchronous cohort from the idle peers: writes the dense indices
+ * of the picked peers to e->scratch and their number to *picked, and to
+ * *cohort the cohort size before over-selection, which the quorum and the
+ * early close use. */
+int fedc_sampler_pick(fedc_server_engine *e, uint32_t *picked,
                       uint32_t *cohort);
 
 /* Returns the quorum of a cohort: max(quorum_count, ceil(quorum_fraction
@@ -224,10 +237,15 @@ int fedc_round_drain_timeout(fedc_server_engine *e, uint64_t now_ms,
 int fedc_round_deadline(fedc_server_engine *e, uint64_t now_ms,
                         fedc_server_actions *out);
 
-/* Folds a complete update of peer into the aggregate, after scaling it
- * in place by its staleness weight in the asynchronous modes. */
+/* Multiplies every F32 value of update by the weight an update of peer
+ * gets now in the asynchronous modes (fedc_async_update_scale()). */
+void fedc_round_scale_update(fedc_server_engine *e, const fedc_peer *peer,
+                             fedc_tensor_list *update);
+
+/* Folds a complete update of peer into the aggregate. In the asynchronous
+ * modes the caller has scaled it with fedc_round_scale_update(). */
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
-                      fedc_tensor_list *update, uint64_t now_ms);
+                      const fedc_tensor_list *update, uint64_t now_ms);
 
 /* Finishes the round waiting for evaluation, with result or without. */
 int fedc_round_evaluated(fedc_server_engine *e, uint64_t now_ms,

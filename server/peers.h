@@ -4,7 +4,13 @@
  * id and, once registered by a Hello, by client id, so the engine scales to
  * the simulator's 10^5 clients. Adding a peer may move every peer and
  * removing one moves the last peer into its place: callers must not keep a
- * fedc_peer pointer across fedc_peers_add() or fedc_peers_remove(). */
+ * fedc_peer pointer across fedc_peers_add() or fedc_peers_remove().
+ *
+ * The table also counts the idle peers and finds the idle peer of a given
+ * rank (in dense-array order) in O(log n), with a Fenwick tree over the
+ * array. Sampling k idle peers then costs O(k log n) rather than a scan of
+ * every peer. Peer states are therefore changed only through
+ * fedc_peers_set_state(). */
 #ifndef FEDC_SERVER_PEERS_H
 #define FEDC_SERVER_PEERS_H
 
@@ -25,9 +31,13 @@ enum fedc_peer_state {
 
 typedef struct fedc_peer {
   uint64_t id;               /* the driver's connection id */
-  enum fedc_peer_state state;
-  char client_id[FEDC_ID_MAX + 1];  /* "" until the Hello */
-  char identity[FEDC_ID_MAX + 1];   /* TLS identity; "" when there is none */
+  enum fedc_peer_state state;  /* set with fedc_peers_set_state() */
+  bool explored;             /* Oort: a result was accepted from it */
+
+  /* Strings owned by the table, sized to fit: 10^5 idle peers should not
+   * each carry two buffers of FEDC_ID_MAX bytes. */
+  const char *client_id;     /* "" until the Hello */
+  const char *identity;      /* TLS identity; "" when there is none */
   uint64_t hello_examples;   /* dataset size announced in the Hello */
 
   /* The id of the last task sent to this peer, 0 for none: the round id in
@@ -44,8 +54,8 @@ typedef struct fedc_peer {
   uint64_t cancelled_task;
   uint64_t discard_task;
 
-  /* Oort's record of this client; reset when it reconnects. */
-  bool explored;             /* a result was accepted from it */
+  /* Oort's record of this client, with explored above; reset when it
+   * reconnects. */
   double utility;            /* statistical utility of its last result */
   double duration_ms;        /* task sent to update complete, last time */
   uint64_t last_picked;      /* round it was last sampled for */
@@ -67,6 +77,12 @@ typedef struct fedc_peers {
   uint32_t *by_id;
   uint32_t *by_client;
   size_t mask;
+
+  /* Fenwick tree of the idle peers over the dense array: entry i (1 to
+   * capacity) counts the idle peers among dense indices (i - lowbit(i),
+   * i - 1]. capacity is a power of two. */
+  uint32_t *idle_tree;
+  size_t idle;               /* peers in state IDLE */
 } fedc_peers;
 
 void fedc_peers_init(fedc_peers *peers);
@@ -74,8 +90,9 @@ void fedc_peers_init(fedc_peers *peers);
 /* Frees every peer's upload and the table. */
 void fedc_peers_close(fedc_peers *peers);
 
-/* Adds a peer in state HANDSHAKE with connection id id. Returns 0 and the
- * peer, FEDC_EDUP if id is already present, or FEDC_ENOMEM. */
+/* Adds a peer in state HANDSHAKE with connection id id, without client id
+ * or identity. Returns 0 and the peer, FEDC_EDUP if id is already present,
+ * or FEDC_ENOMEM. */
 int fedc_peers_add(fedc_peers *peers, uint64_t id, fedc_peer **out);
 
 fedc_peer *fedc_peers_find(const fedc_peers *peers, uint64_t id);
@@ -83,9 +100,26 @@ fedc_peer *fedc_peers_find_client(const fedc_peers *peers,
                                   const char *client_id);
 
 /* Sets the peer's client id (at most FEDC_ID_MAX bytes) and indexes it.
- * The peer must not have one yet and no other peer may hold client_id. */
-void fedc_peers_set_client(fedc_peers *peers, fedc_peer *peer,
-                           const char *client_id);
+ * The peer must not have one yet and no other peer may hold client_id.
+ * Returns 0, or FEDC_ENOMEM with the peer unchanged. */
+int fedc_peers_set_client(fedc_peers *peers, fedc_peer *peer,
+                          const char *client_id);
+
+/* Sets the peer's TLS identity (at most FEDC_ID_MAX bytes; longer ones are
+ * cut). Returns 0, or FEDC_ENOMEM with the peer unchanged. */
+int fedc_peers_set_identity(fedc_peer *peer, const char *identity);
+
+/* Moves the peer to state, keeping the idle count and index current. */
+void fedc_peers_set_state(fedc_peers *peers, fedc_peer *peer,
+                          enum fedc_peer_state state);
+
+/* Returns the number of peers in state IDLE. */
+size_t fedc_peers_idle_count(const fedc_peers *peers);
+
+/* Returns the dense index of the idle peer of rank rank, counting idle
+ * peers from 0 in dense-array order. rank must be below the idle count.
+ * O(log capacity). */
+size_t fedc_peers_idle_at(const fedc_peers *peers, size_t rank);
 
 /* Frees the peer's upload and removes it. */
 void fedc_peers_remove(fedc_peers *peers, fedc_peer *peer);

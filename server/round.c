@@ -15,32 +15,10 @@
 
 #define LOG_COMPONENT "engine"
 
-int fedc_round_collect_idle(fedc_server_engine *e, size_t *count)
-{
-  size_t n = 0;
-
-  if (e->scratch_capacity < e->peers.count) {
-    uint32_t *s = realloc(e->scratch, e->peers.count * sizeof(*s));
-
-    if (!s)
-      return FEDC_ENOMEM;
-    e->scratch = s;
-    e->scratch_capacity = e->peers.count;
-  }
-  for (size_t k = 0; k < e->peers.count; k++)
-    if (e->peers.items[k].state == FEDC_PEER_IDLE)
-      e->scratch[n++] = (uint32_t)k;
-  assert(n == e->idle_peers);
-  *count = n;
-  return 0;
-}
-
 void fedc_round_task_started(fedc_server_engine *e, fedc_peer *peer,
                              uint64_t now_ms)
 {
-  if (peer->state == FEDC_PEER_IDLE)
-    e->idle_peers--;
-  peer->state = FEDC_PEER_TRAINING;
+  fedc_peers_set_state(&e->peers, peer, FEDC_PEER_TRAINING);
   peer->task_sent_ms = now_ms;
   peer->task_seq = ++e->next_task_seq;
   e->stats.tasks_sent++;
@@ -110,8 +88,7 @@ int fedc_round_cancel_task(fedc_server_engine *e, fedc_peer *peer,
     peer->cancelled_task = peer->task_round;
   fedc_sampler_straggled(e, peer, now_ms);
   fedc_round_task_ended(e, peer);
-  peer->state = FEDC_PEER_IDLE;
-  e->idle_peers++;
+  fedc_peers_set_state(&e->peers, peer, FEDC_PEER_IDLE);
   e->round.cancelled++;
   e->stats.tasks_cancelled++;
   return 0;
@@ -125,16 +102,38 @@ static void begin_round_state(fedc_server_engine *e, uint64_t now_ms)
   e->round.timer = e->next_timer++;
 }
 
+/* Keeps the connection ids of the picked peers in e->scratch[0..picked)
+ * as the open round's cohort. */
+static int keep_cohort(fedc_server_engine *e, uint32_t picked)
+{
+  if (e->cohort_capacity < picked) {
+    uint64_t *ids = realloc(e->cohort, picked * sizeof(*ids));
+
+    if (!ids)
+      return FEDC_ENOMEM;
+    e->cohort = ids;
+    e->cohort_capacity = picked;
+  }
+  for (uint32_t i = 0; i < picked; i++)
+    e->cohort[i] = e->peers.items[e->scratch[i]].id;
+  e->cohort_count = picked;
+  return 0;
+}
+
 /* Samples the cohort and sends each member its task. */
-static int start_round(fedc_server_engine *e, uint64_t now_ms, size_t idle,
+static int start_round(fedc_server_engine *e, uint64_t now_ms,
                        fedc_server_actions *out)
 {
+  size_t idle = fedc_peers_idle_count(&e->peers);
   uint32_t picked = 0, cohort = 0;
   fedc_server_action *timer;
   int rc;
 
   begin_round_state(e, now_ms);
-  rc = fedc_sampler_pick(e, idle, &picked, &cohort);
+  e->cohort_count = 0;
+  rc = fedc_sampler_pick(e, &picked, &cohort);
+  if (rc == 0)
+    rc = keep_cohort(e, picked);
   for (uint32_t i = 0; i < picked && rc == 0; i++) {
     fedc_peer *peer = &e->peers.items[e->scratch[i]];
 
@@ -164,20 +163,15 @@ static int maybe_start(fedc_server_engine *e, uint64_t now_ms,
                        fedc_server_actions *out)
 {
   uint64_t need = e->config.min_clients;
-  size_t idle = 0;
-  int rc;
 
   if (e->config.min_fit_clients > need)
     need = e->config.min_fit_clients;
   if (need == 0)
     need = 1;
   if (!e->started || e->phase != FEDC_SERVER_WAITING || e->draining ||
-      e->retry_timer != 0 || e->idle_peers < need)
+      e->retry_timer != 0 || fedc_peers_idle_count(&e->peers) < need)
     return 0;
-  rc = fedc_round_collect_idle(e, &idle);
-  if (rc < 0 || idle < need)
-    return rc;
-  return start_round(e, now_ms, idle, out);
+  return start_round(e, now_ms, out);
 }
 
 void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer)
@@ -185,8 +179,7 @@ void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer)
   if (peer->state != FEDC_PEER_TRAINING && peer->state != FEDC_PEER_UPLOADING)
     return;
   fedc_round_task_ended(e, peer);
-  peer->state = FEDC_PEER_IDLE;
-  e->idle_peers++;
+  fedc_peers_set_state(&e->peers, peer, FEDC_PEER_IDLE);
   if (e->phase != FEDC_SERVER_TRAINING)
     return;
   if (!fedc_engine_is_async(e) && peer->task_round != e->round.id)
@@ -195,9 +188,11 @@ void fedc_round_drop_member(fedc_server_engine *e, fedc_peer *peer)
   e->stats.clients_lost++;
 }
 
-/* Multiplies every F32 value of update by scale. */
-static void scale_update(fedc_tensor_list *update, double scale)
+void fedc_round_scale_update(fedc_server_engine *e, const fedc_peer *peer,
+                             fedc_tensor_list *update)
 {
+  double scale = fedc_async_update_scale(e, peer);
+
   for (size_t i = 0; i < update->count; i++) {
     fedc_tensor *t = &update->items[i];
     float *x = t->data;
@@ -211,23 +206,19 @@ static void scale_update(fedc_tensor_list *update, double scale)
 }
 
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
-                      fedc_tensor_list *update, uint64_t now_ms)
+                      const fedc_tensor_list *update, uint64_t now_ms)
 {
   double weight = (double)peer->result_examples;
   int rc;
 
-  if (fedc_engine_is_async(e))
-    scale_update(update, fedc_async_update_scale(e, peer));
   rc = fedc_agg_add(e->agg, update, weight);
   if (rc < 0)
     return rc;
   fedc_sampler_observe(e, peer, now_ms);
   fedc_round_task_ended(e, peer);
-  peer->state = FEDC_PEER_REPORTED;
-  if (fedc_engine_is_async(e)) {
-    peer->state = FEDC_PEER_IDLE;
-    e->idle_peers++;
-  }
+  fedc_peers_set_state(&e->peers, peer, fedc_engine_is_async(e)
+                                        ? FEDC_PEER_IDLE
+                                        : FEDC_PEER_REPORTED);
   e->round.reported++;
   e->stats.results_accepted++;
   if (isfinite(peer->result_loss) && isfinite(peer->result_accuracy)) {
@@ -261,22 +252,49 @@ static const char *close_reason(const fedc_server_engine *e)
   return NULL;
 }
 
+static int by_index(const void *a, const void *b)
+{
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+  return (x > y) - (x < y);
+}
+
+/* Writes to e->scratch the dense indices of the peers that still hold a
+ * task of the open round, which are the cohort members still connected,
+ * in ascending order: the order of a scan of every peer, which the Cancel
+ * messages keep. Returns their number in *count. */
+static int cohort_indices(fedc_server_engine *e, size_t *count)
+{
+  size_t n = 0;
+  int rc = fedc_sampler_reserve(e, e->cohort_count);
+
+  if (rc < 0)
+    return rc;
+  for (size_t i = 0; i < e->cohort_count; i++) {
+    const fedc_peer *peer = fedc_peers_find(&e->peers, e->cohort[i]);
+
+    if (peer && peer->task_round == e->round.id)
+      e->scratch[n++] = (uint32_t)(peer - e->peers.items);
+  }
+  qsort(e->scratch, n, sizeof(*e->scratch), by_index);
+  *count = n;
+  return 0;
+}
+
 /* Makes the clients that reported idle again and cancels the stragglers,
  * which become idle too: a result of theirs that crossed the Cancel is
  * discarded and counted as late. */
 static int release_cohort(fedc_server_engine *e, uint64_t now_ms,
                           fedc_server_actions *out)
 {
-  int rc = 0;
+  size_t count = 0;
+  int rc = cohort_indices(e, &count);
 
-  for (size_t k = 0; k < e->peers.count && rc == 0; k++) {
-    fedc_peer *peer = &e->peers.items[k];
+  for (size_t i = 0; i < count && rc == 0; i++) {
+    fedc_peer *peer = &e->peers.items[e->scratch[i]];
 
-    if (peer->task_round != e->round.id)
-      continue;
     if (peer->state == FEDC_PEER_REPORTED) {
-      peer->state = FEDC_PEER_IDLE;
-      e->idle_peers++;
+      fedc_peers_set_state(&e->peers, peer, FEDC_PEER_IDLE);
     } else if (peer->state == FEDC_PEER_TRAINING ||
                peer->state == FEDC_PEER_UPLOADING) {
       rc = fedc_round_cancel_task(e, peer, now_ms, "round closed", out);
@@ -697,15 +715,15 @@ int fedc_round_stop(fedc_server_engine *e, uint64_t now_ms,
   return rc;
 }
 
-int fedc_round_goodbye(uint64_t peer, const char *client_id,
-                       const char *reason, fedc_server_actions *out)
+/* Sends peer the Goodbye bye, taking a new reference to it, and closes
+ * the peer with reason. */
+static int send_goodbye(uint64_t peer, const char *client_id,
+                        const char *reason, fedc_message *bye,
+                        fedc_server_actions *out)
 {
-  fedc_message *bye = NULL;
   fedc_server_action *a;
-  int rc = fedc_message_goodbye(reason, &bye);
+  int rc = fedc_server_actions_send(out, peer, fedc_message_ref(bye));
 
-  if (rc == 0)
-    rc = fedc_server_actions_send(out, peer, bye);
   if (rc < 0)
     return rc;
   a = fedc_server_actions_push(out, FEDC_SERVER_ACTION_CLOSE);
@@ -718,19 +736,38 @@ int fedc_round_goodbye(uint64_t peer, const char *client_id,
   return 0;
 }
 
+int fedc_round_goodbye(uint64_t peer, const char *client_id,
+                       const char *reason, fedc_server_actions *out)
+{
+  fedc_message *bye = NULL;
+  int rc = fedc_message_goodbye(reason, &bye);
+
+  if (rc == 0)
+    rc = send_goodbye(peer, client_id, reason, bye, out);
+  fedc_message_free(&bye);
+  return rc;
+}
+
 int fedc_round_done(fedc_server_engine *e, const char *reason, bool failed,
                     fedc_server_actions *out)
 {
+  fedc_message *bye = NULL;
   fedc_server_action *a;
   int rc = fedc_round_cancel_timer(&e->retry_timer, out);
 
   if (rc == 0)
     rc = fedc_round_cancel_timer(&e->drain_timer, out);
+
+  /* One Goodbye, shared by every peer's SEND: at 10^5 peers a message
+   * each would cost about 100 MB. */
+  if (rc == 0)
+    rc = fedc_message_goodbye(reason, &bye);
   for (size_t k = 0; k < e->peers.count && rc == 0; k++)
-    rc = fedc_round_goodbye(e->peers.items[k].id, e->peers.items[k].client_id,
-                            reason, out);
+    rc = send_goodbye(e->peers.items[k].id, e->peers.items[k].client_id,
+                      reason, bye, out);
+  fedc_message_free(&bye);
   fedc_peers_close(&e->peers);
-  e->idle_peers = 0;
+  e->cohort_count = 0;
   e->stats.training_now = 0;
   e->stats.peers = 0;
   e->stats.clients = 0;

@@ -8,6 +8,7 @@
  * cohort takes the clients above 95% of the cut-off utility, sampled by
  * utility, plus an exploration share of clients never heard from; a pacer
  * relaxes T when the utility collected stalls. */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,105 @@ static void swap_u32(uint32_t *items, size_t i, size_t j)
   items[j] = t;
 }
 
+int fedc_sampler_reserve(fedc_server_engine *e, size_t n)
+{
+  uint32_t *s;
+
+  if (e->scratch_capacity >= n)
+    return 0;
+  s = realloc(e->scratch, n * sizeof(*s));
+  if (!s)
+    return FEDC_ENOMEM;
+  e->scratch = s;
+  e->scratch_capacity = n;
+  return 0;
+}
+
+/* Writes the dense indices of all idle peers to e->scratch in ascending
+ * order and returns their number in *count. O(peers): Poisson and Oort
+ * look at every idle peer anyway. */
+static int collect_idle(fedc_server_engine *e, size_t *count)
+{
+  size_t n = 0;
+  int rc = fedc_sampler_reserve(e, fedc_peers_idle_count(&e->peers));
+
+  if (rc < 0)
+    return rc;
+  for (size_t k = 0; k < e->peers.count; k++)
+    if (e->peers.items[k].state == FEDC_PEER_IDLE)
+      e->scratch[n++] = (uint32_t)k;
+  assert(n == fedc_peers_idle_count(&e->peers));
+  *count = n;
+  return 0;
+}
+
+/* Positions of the sparse shuffle whose entry is not the idle peer of that
+ * rank: an open-addressing map from position to dense index. A key is
+ * stored plus one, so 0 marks an empty slot. */
+typedef struct moved_map {
+  uint64_t *slots;           /* key + 1 in the high half, value low */
+  size_t mask;
+} moved_map;
+
+static size_t moved_slot(const moved_map *m, uint32_t key)
+{
+  size_t i = (size_t)((key * UINT64_C(0x9e3779b97f4a7c15)) >> 32) & m->mask;
+
+  while (m->slots[i] != 0 && (uint32_t)(m->slots[i] >> 32) != key + 1)
+    i = (i + 1) & m->mask;
+  return i;
+}
+
+/* Returns the entry at position pos of the virtual array of idle peers. */
+static uint32_t moved_get(const moved_map *m, const fedc_peers *peers,
+                          uint32_t pos)
+{
+  uint64_t slot = m->slots[moved_slot(m, pos)];
+
+  if (slot != 0)
+    return (uint32_t)slot;
+  return (uint32_t)fedc_peers_idle_at(peers, pos);
+}
+
+static void moved_put(moved_map *m, uint32_t pos, uint32_t value)
+{
+  m->slots[moved_slot(m, pos)] = ((uint64_t)(pos + 1) << 32) | value;
+}
+
+int fedc_sampler_draw(fedc_server_engine *e, fedc_rng *rng, size_t n)
+{
+  size_t idle = fedc_peers_idle_count(&e->peers);
+  size_t slots = 16;
+  moved_map moved;
+  int rc = fedc_sampler_reserve(e, n);
+
+  assert(n <= idle);
+  if (rc < 0)
+    return rc;
+
+  /* Each step moves at most one entry past the front, so 2n slots keep the
+   * map at most half full. */
+  while (slots < 2 * n)
+    slots *= 2;
+  moved.slots = calloc(slots, sizeof(*moved.slots));
+  if (!moved.slots)
+    return FEDC_ENOMEM;
+  moved.mask = slots - 1;
+
+  /* Step i swaps position i with a uniform position j in [i, idle), as
+   * pick_uniform() does on a full array. Position i is final after it. */
+  for (size_t i = 0; i < n; i++) {
+    uint32_t j = (uint32_t)(i + fedc_rng_below(rng, idle - i));
+    uint32_t at_i = moved_get(&moved, &e->peers, (uint32_t)i);
+
+    e->scratch[i] = moved_get(&moved, &e->peers, j);
+    if (j != i)
+      moved_put(&moved, j, at_i);
+  }
+  free(moved.slots);
+  return 0;
+}
+
 /* Moves n indices drawn uniformly without replacement from items[from..
  * from + count) to items[from..from + n) (partial Fisher-Yates). */
 static void pick_uniform(fedc_rng *rng, uint32_t *items, size_t from,
@@ -98,16 +198,21 @@ static void pick_uniform(fedc_rng *rng, uint32_t *items, size_t from,
              from + i + (size_t)fedc_rng_below(rng, count - i));
 }
 
-static uint32_t pick_poisson(fedc_server_engine *e, size_t idle)
+static int pick_poisson(fedc_server_engine *e, uint32_t *picked)
 {
+  size_t idle = 0;
   fedc_rng rng;
   uint32_t n = 0;
+  int rc = collect_idle(e, &idle);
 
+  if (rc < 0)
+    return rc;
   fedc_rng_seed2(&rng, e->config.seed ^ POISSON_STREAM, e->round.id);
   for (size_t k = 0; k < idle; k++)
     if (fedc_rng_uniform(&rng) < e->config.poisson_q)
       swap_u32(e->scratch, n++, k);
-  return n;
+  *picked = n;
+  return 0;
 }
 
 /* Returns Oort's utility of an explored peer in round. */
@@ -190,13 +295,16 @@ static int pick_exploit(fedc_server_engine *e, fedc_rng *rng, uint32_t *items,
 /* Oort: splits the idle peers into explored (front) and unexplored, then
  * takes n - explore by utility and explore at random from the unexplored,
  * filling either side from the other when it runs short. */
-static int pick_oort(fedc_server_engine *e, size_t idle, size_t n)
+static int pick_oort(fedc_server_engine *e, size_t n)
 {
-  uint32_t *items = e->scratch;
-  size_t explored = 0, unexplored, explore, exploit;
+  size_t idle = 0, explored = 0, unexplored, explore, exploit;
+  uint32_t *items;
   fedc_rng rng;
-  int rc;
+  int rc = collect_idle(e, &idle);
 
+  if (rc < 0)
+    return rc;
+  items = e->scratch;
   for (size_t k = 0; k < idle; k++)
     if (e->peers.items[items[k]].explored)
       swap_u32(items, explored++, k);
@@ -230,29 +338,30 @@ uint32_t fedc_sampler_quorum(const fedc_server_engine_config *c,
   return (uint32_t)(q > 0 ? q : 1);
 }
 
-int fedc_sampler_pick(fedc_server_engine *e, size_t idle, uint32_t *picked,
+int fedc_sampler_pick(fedc_server_engine *e, uint32_t *picked,
                       uint32_t *cohort)
 {
   const fedc_server_engine_config *c = &e->config;
+  size_t idle = fedc_peers_idle_count(&e->peers);
   uint64_t n, m;
   fedc_rng rng;
   int rc = 0;
 
   if (c->sampling == FEDC_SAMPLING_POISSON) {
-    *picked = pick_poisson(e, idle);
+    rc = pick_poisson(e, picked);
     if (c->max_concurrency > 0 && *picked > c->max_concurrency)
       *picked = c->max_concurrency;
     *cohort = *picked;
-    return 0;
+    return rc;
   }
 
   n = cohort_size(c, idle);
   m = selection_size(c, n, idle);
   if (c->sampling == FEDC_SAMPLING_OORT) {
-    rc = pick_oort(e, idle, (size_t)m);
+    rc = pick_oort(e, (size_t)m);
   } else {
     fedc_rng_seed2(&rng, c->seed, e->round.id);
-    pick_uniform(&rng, e->scratch, 0, idle, (size_t)m);
+    rc = fedc_sampler_draw(e, &rng, (size_t)m);
   }
   *picked = (uint32_t)m;
   *cohort = (uint32_t)min_u64(n, m);
@@ -298,10 +407,10 @@ static void measure_preferred(fedc_server_engine *e)
 
   if (!d)
     return;
-  for (size_t k = 0; k < e->peers.count && n < e->round.reported; k++) {
-    const fedc_peer *p = &e->peers.items[k];
+  for (size_t i = 0; i < e->cohort_count && n < e->round.reported; i++) {
+    const fedc_peer *p = fedc_peers_find(&e->peers, e->cohort[i]);
 
-    if (p->task_round == e->round.id && p->state == FEDC_PEER_REPORTED)
+    if (p && p->task_round == e->round.id && p->state == FEDC_PEER_REPORTED)
       d[n++] = p->duration_ms;
   }
   if (n > 0) {

@@ -275,6 +275,22 @@ void fedc_sim_client_received(fedc_sim *sim, uint32_t client,
   finish_call(sim, client, rc, &acts, "deliver a message to a client");
 }
 
+void fedc_sim_client_received_stream(fedc_sim *sim, uint32_t client,
+                                     const fedc_chunker *stream)
+{
+  sim_slot *slot = fedc_sim_client_wake(sim, client);
+  fedc_client_actions acts;
+  int rc;
+
+  if (slot == NULL)
+    return;
+  fedc_client_actions_init(&acts);
+  rc = fedc_client_engine_received_tensors(
+    slot->engine, fedc_sim_now_ms(sim), fedc_chunker_round(stream),
+    fedc_chunker_stream(stream), fedc_chunker_snapshot(stream), &acts);
+  finish_call(sim, client, rc, &acts, "deliver a stream to a client");
+}
+
 void fedc_sim_client_dropout(fedc_sim *sim, uint64_t conn)
 {
   uint32_t client = fedc_sim_conn_client(conn);

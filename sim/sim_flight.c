@@ -5,6 +5,7 @@
  * the previous one on its link has gone, takes its size divided by the
  * bandwidth, and arrives one latency later. The server's own link is
  * taken to be fast enough never to be the bottleneck. */
+#include <assert.h>
 #include <stdlib.h>
 
 #include "sim_impl.h"
@@ -99,6 +100,21 @@ static void deliver(fedc_sim *sim, uint64_t conn, bool to_client,
     fedc_sim_server_received(sim, conn, envelope);
 }
 
+/* Hands a stream to its receiver whole, as the sender's tensors: the
+ * engines check them as they check chunks, but skip the copy that would
+ * join again chunks cut only to be sent in memory. A flight's stream is
+ * whole, since no chunk of it was taken before. */
+static void deliver_stream(fedc_sim *sim, uint64_t conn, bool to_client,
+                           const fedc_chunker *stream)
+{
+  assert(fedc_chunker_remaining_bytes(stream) ==
+         fedc_chunker_total_bytes(stream));
+  if (to_client)
+    fedc_sim_client_received_stream(sim, fedc_sim_conn_client(conn), stream);
+  else
+    fedc_sim_server_received_stream(sim, conn, stream);
+}
+
 void fedc_sim_flight_deliver(fedc_sim *sim, uint32_t index, bool to_client)
 {
   sim_flight f = sim->flights[index];
@@ -110,16 +126,10 @@ void fedc_sim_flight_deliver(fedc_sim *sim, uint32_t index, bool to_client)
   if (sim->clients[client].slot != SIM_NO_SLOT)
     sim->slots[sim->clients[client].slot].in_flight--;
 
-  if (f.message != NULL) {
+  if (f.message != NULL)
     deliver(sim, f.conn, to_client, fedc_message_envelope(f.message));
-  } else {
-    const Fedc__Envelope *chunk;
-
-    /* A chunk can make the receiver close the connection; stop there. */
-    while (sim->err == 0 && fedc_sim_conn_open(sim, f.conn) &&
-           (chunk = fedc_chunker_next(f.stream)) != NULL)
-      deliver(sim, f.conn, to_client, chunk);
-  }
+  else
+    deliver_stream(sim, f.conn, to_client, f.stream);
   if (fedc_sim_conn_open(sim, f.conn))
     fedc_sim_client_park_if_idle(sim, client);
 

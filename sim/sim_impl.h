@@ -126,6 +126,9 @@ void fedc_sim_server_connected(fedc_sim *sim, uint64_t conn);
 void fedc_sim_server_lost(fedc_sim *sim, uint64_t conn);
 void fedc_sim_server_received(fedc_sim *sim, uint64_t conn,
                               const Fedc__Envelope *message);
+/* A whole chunk stream from conn, handed to the server engine at once. */
+void fedc_sim_server_received_stream(fedc_sim *sim, uint64_t conn,
+                                     const fedc_chunker *stream);
 void fedc_sim_server_timer(fedc_sim *sim, uint64_t timer);
 void fedc_sim_server_evaluated(fedc_sim *sim, uint64_t round,
                                const fedc_server_eval *result);
@@ -151,6 +154,10 @@ void fedc_sim_client_park_if_idle(fedc_sim *sim, uint32_t client);
 
 void fedc_sim_client_received(fedc_sim *sim, uint32_t client,
                               const Fedc__Envelope *message);
+
+/* A whole chunk stream for client, handed to its engine at once. */
+void fedc_sim_client_received_stream(fedc_sim *sim, uint32_t client,
+                                     const fedc_chunker *stream);
 void fedc_sim_client_dropout(fedc_sim *sim, uint64_t conn);
 
 /* Hands the finished training of job's client to its engine. */

@@ -108,6 +108,20 @@ static void carry_out(fedc_sim *sim, fedc_server_action *a)
   }
 }
 
+/* Returns whether action i sends a message to the peer that action i + 1
+ * closes, as the engine's Goodbye or Error before a CLOSE does. The
+ * connection closes at once, so the message would be dropped on arrival,
+ * and sending it would wake a parked client engine for nothing: at the end
+ * of a run, every one of them. */
+static bool sent_before_close(const fedc_server_actions *acts, size_t i)
+{
+  const fedc_server_action *a = &acts->items[i];
+
+  return a->kind == FEDC_SERVER_ACTION_SEND && i + 1 < acts->count &&
+         a[1].kind == FEDC_SERVER_ACTION_CLOSE &&
+         a[1].close.peer == a->send.peer;
+}
+
 /* Carries out the actions of one server event, or records its error. */
 static void finish_call(fedc_sim *sim, int rc, fedc_server_actions *acts,
                         const char *what)
@@ -115,7 +129,8 @@ static void finish_call(fedc_sim *sim, int rc, fedc_server_actions *acts,
   if (rc < 0)
     fedc_sim_fail(sim, rc, what);
   for (size_t i = 0; i < acts->count && sim->err == 0; i++)
-    carry_out(sim, &acts->items[i]);
+    if (!sent_before_close(acts, i))
+      carry_out(sim, &acts->items[i]);
   fedc_server_actions_close(acts);
 }
 
@@ -164,6 +179,20 @@ void fedc_sim_server_received(fedc_sim *sim, uint64_t conn,
   rc = fedc_server_engine_received(sim->server, fedc_sim_now_ms(sim), conn,
                                    message, &acts);
   finish_call(sim, rc, &acts, "deliver a message to the server");
+}
+
+void fedc_sim_server_received_stream(fedc_sim *sim, uint64_t conn,
+                                     const fedc_chunker *stream)
+{
+  fedc_server_actions acts;
+  int rc;
+
+  fedc_server_actions_init(&acts);
+  rc = fedc_server_engine_received_tensors(
+    sim->server, fedc_sim_now_ms(sim), conn, fedc_chunker_round(stream),
+    fedc_chunker_stream(stream),
+    fedc_snapshot_tensors(fedc_chunker_snapshot(stream)), &acts);
+  finish_call(sim, rc, &acts, "deliver a stream to the server");
 }
 
 void fedc_sim_server_timer(fedc_sim *sim, uint64_t timer)

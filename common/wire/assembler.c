@@ -42,15 +42,19 @@ static int reject(fedc_assembler *a, int err, const char *fmt, ...)
   return err;
 }
 
-static int alloc_tensors(fedc_assembler *a, Fedc__TensorSpec *const *specs,
-                         size_t n)
+/* Lists the announced tensors without their data, which copy_data()
+ * allocates at each tensor's first chunk: a stream passed whole to
+ * fedc_assembler_check_tensors() needs none. */
+static int list_tensors(fedc_assembler *a, Fedc__TensorSpec *const *specs,
+                        size_t n)
 {
   int rc = fedc_tensor_list_reserve(&a->tensors, n);
 
   for (size_t i = 0; rc == 0 && i < n; i++)
-    rc = fedc_tensor_list_add(&a->tensors, specs[i]->name,
-                              (enum fedc_dtype)specs[i]->dtype,
-                              (int)specs[i]->n_shape, specs[i]->shape, NULL);
+    rc = fedc_tensor_list_add_owned(&a->tensors, specs[i]->name,
+                                    (enum fedc_dtype)specs[i]->dtype,
+                                    (int)specs[i]->n_shape, specs[i]->shape,
+                                    NULL);
   return rc;
 }
 
@@ -80,7 +84,7 @@ int fedc_assembler_new(uint64_t round, Fedc__StreamKind stream,
   a->stream = stream;
   a->total_bytes = total;
   fedc_tensor_list_init(&a->tensors);
-  rc = alloc_tensors(a, specs, n);
+  rc = list_tensors(a, specs, n);
   if (rc < 0) {
     fedc_assembler_free(&a);
     return rc;
@@ -144,7 +148,7 @@ static int copy_data(fedc_assembler *a, const Fedc__TensorChunk *c,
   fedc_tensor *t = &a->tensors.items[a->tensor];
   size_t elem = fedc_dtype_size(t->dtype);
   uint64_t left = fedc_tensor_numel(t) - a->offset;
-  char *dst = (char *)t->data + a->offset * elem;
+  char *dst;
 
   if (c->data.len == 0 || c->data.len % elem != 0)
     return reject(a, FEDC_EFORMAT, "chunk of %zu bytes for tensor %s, not a "
@@ -153,6 +157,15 @@ static int copy_data(fedc_assembler *a, const Fedc__TensorChunk *c,
   if (*count > left)
     return reject(a, FEDC_EFORMAT, "chunk of %llu elements runs past the "
                   "end of tensor %s", (unsigned long long)*count, t->name);
+
+  /* Every byte of the tensor is written before the stream can complete,
+   * so its data need not be zeroed. */
+  if (!t->data) {
+    t->data = malloc((size_t)fedc_tensor_nbytes(t));
+    if (!t->data)
+      return reject(a, FEDC_ENOMEM, "out of memory for tensor %s", t->name);
+  }
+  dst = (char *)t->data + a->offset * elem;
 
   /* The values are checked after the copy because the chunk's bytes need
    * not be aligned for float access; a failed stream is discarded whole. */
@@ -193,6 +206,34 @@ int fedc_assembler_add(fedc_assembler *assembler,
   if (!done)
     return 0;
   a->state = COMPLETE;
+  return 1;
+}
+
+int fedc_assembler_check_tensors(fedc_assembler *assembler, uint64_t round,
+                                 Fedc__StreamKind stream,
+                                 const fedc_tensor_list *tensors)
+{
+  fedc_assembler *a = assembler;
+
+  if (a->state != RECEIVING || a->tensor != 0 || a->offset != 0)
+    return reject(a, FEDC_ESTATE, "whole stream after chunks of it or "
+                  "after its end");
+  if (round != a->round)
+    return reject(a, FEDC_ESTALE, "stream for round %llu, expected round "
+                  "%llu", (unsigned long long)round,
+                  (unsigned long long)a->round);
+  if (stream != a->stream)
+    return reject(a, FEDC_EFORMAT, "stream of kind %d, expected kind %d",
+                  (int)stream, (int)a->stream);
+  if (fedc_tensor_list_check_layout(&a->tensors, tensors) < 0)
+    return reject(a, FEDC_EFORMAT, "stream tensors do not match the "
+                  "announced names, dtypes and shapes");
+  if (fedc_tensor_list_check_finite(tensors) < 0)
+    return reject(a, FEDC_ENONFINITE, "NaN or Inf in the stream");
+
+  a->received_bytes = a->total_bytes;
+  a->reason[0] = '\0';
+  a->state = TAKEN;
   return 1;
 }
 

@@ -23,8 +23,8 @@
 typedef struct fedc_assembler fedc_assembler;
 
 /* Validates specs with fedc_spec_check() and limits and, when layout is not
- * NULL, with fedc_spec_match_layout() against it, then allocates the
- * tensors. Returns 0 and the assembler, or FEDC_EFORMAT, FEDC_ETOOBIG,
+ * NULL, with fedc_spec_match_layout() against it, then lists the tensors;
+ * their data is allocated as chunks arrive. Returns 0 and the assembler, or FEDC_EFORMAT, FEDC_ETOOBIG,
  * FEDC_EOVERFLOW, FEDC_ESHAPE or FEDC_ENOMEM with the failed check written
  * to reason (may be NULL, FEDC_ASSEMBLER_REASON_MAX bytes are enough). */
 int fedc_assembler_new(uint64_t round, Fedc__StreamKind stream,
@@ -35,13 +35,26 @@ int fedc_assembler_new(uint64_t round, Fedc__StreamKind stream,
 
 void fedc_assembler_free(fedc_assembler **assembler);
 
-/* Adds one chunk. Returns 0 while more chunks are expected, 1 when this
- * chunk completed the stream, FEDC_ESTALE for a chunk of another round,
- * FEDC_EFORMAT for any other stream-rule violation, FEDC_ENONFINITE for a
- * NaN or Inf value, and FEDC_ESTATE after the stream has completed or
- * failed. fedc_assembler_reason() then says which rule failed. */
+/* Adds one chunk; a tensor's memory is allocated at its first chunk.
+ * Returns 0 while more chunks are expected, 1 when this chunk completed the
+ * stream, FEDC_ESTALE for a chunk of another round, FEDC_EFORMAT for any
+ * other stream-rule violation, FEDC_ENONFINITE for a NaN or Inf value,
+ * FEDC_ENOMEM, and FEDC_ESTATE after the stream has completed or failed.
+ * fedc_assembler_reason() then says which rule failed. */
 int fedc_assembler_add(fedc_assembler *assembler,
                        const Fedc__TensorChunk *chunk);
+
+/* Checks a whole stream passed in memory in place of its chunks: tensors
+ * as the chunks of a stream of round and kind stream would carry them.
+ * The checks are those of fedc_assembler_add(): round, stream kind, the
+ * announced names, dtypes and shapes, and finite F32/F64 values. Nothing
+ * is copied and nothing is left to take, because the caller keeps tensors.
+ * Returns 1 when the stream is accepted, or FEDC_ESTALE, FEDC_EFORMAT,
+ * FEDC_ENONFINITE, or FEDC_ESTATE after a chunk or the end of the stream,
+ * with fedc_assembler_reason() naming the failed check. */
+int fedc_assembler_check_tensors(fedc_assembler *assembler, uint64_t round,
+                                 Fedc__StreamKind stream,
+                                 const fedc_tensor_list *tensors);
 
 /* Moves the received tensors into out (closed first). Returns 0, or
  * FEDC_ESTATE unless the stream is complete and not yet taken. */

@@ -112,3 +112,8 @@ Fedc__StreamKind fedc_chunker_stream(const fedc_chunker *chunker)
 {
   return chunker->chunk.stream;
 }
+
+fedc_snapshot *fedc_chunker_snapshot(const fedc_chunker *chunker)
+{
+  return chunker->snapshot;
+}

@@ -49,4 +49,10 @@ uint64_t fedc_chunker_remaining_bytes(const fedc_chunker *chunker);
 uint64_t fedc_chunker_round(const fedc_chunker *chunker);
 Fedc__StreamKind fedc_chunker_stream(const fedc_chunker *chunker);
 
+/* Returns the snapshot whose tensors the chunks carry, for an in-memory
+ * driver that hands the whole stream over at once. The chunker keeps its
+ * reference; a receiver that keeps the snapshot takes its own with
+ * fedc_snapshot_ref(). */
+fedc_snapshot *fedc_chunker_snapshot(const fedc_chunker *chunker);
+
 #endif

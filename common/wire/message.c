@@ -1,5 +1,6 @@
 #include "wire/message.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #define MESSAGE_TEXT_MAX 1023
 
 struct fedc_message {
+  atomic_size_t refs;        /* the last fedc_message_free() frees */
   Fedc__Envelope envelope;
   union {
     Fedc__Hello hello;
@@ -42,6 +44,7 @@ static fedc_message *message_new(Fedc__Envelope__BodyCase body_case)
 
   if (!m)
     return NULL;
+  atomic_init(&m->refs, 1);
   fedc__envelope__init(&m->envelope);
   m->envelope.protocol_version = FEDC_PROTOCOL_VERSION;
   m->envelope.body_case = body_case;
@@ -55,11 +58,19 @@ void fedc_message_free(fedc_message **message)
   if (!message || !*message)
     return;
   m = *message;
+  *message = NULL;
+  if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+    return;
   for (size_t i = 0; i < m->n_strings; i++)
     free(m->strings[i]);
   fedc_snapshot_unref(&m->hold);
   free(m);
-  *message = NULL;
+}
+
+fedc_message *fedc_message_ref(fedc_message *message)
+{
+  atomic_fetch_add_explicit(&message->refs, 1, memory_order_relaxed);
+  return message;
 }
 
 const Fedc__Envelope *fedc_message_envelope(const fedc_message *message)

@@ -50,7 +50,14 @@ typedef struct fedc_hello_info {
   double relative_speed;     /* 1.0 is the reference device */
 } fedc_hello_info;
 
+/* Drops the caller's reference and frees the message with the last one;
+ * clears *message and accepts NULL and a pointer to NULL. */
 void fedc_message_free(fedc_message **message);
+
+/* Adds a reference and returns message. A message is not changed after it
+ * is built, so one message can be queued for many peers, for example the
+ * same Goodbye for every client; each holder frees its own reference. */
+fedc_message *fedc_message_ref(fedc_message *message);
 
 /* Returns the envelope, valid until fedc_message_free(). */
 const Fedc__Envelope *fedc_message_envelope(const fedc_message *message);
