@@ -223,6 +223,77 @@ START_TEST(assembler_rejects_bad_data)
 }
 END_TEST
 
+/* A whole stream passed in memory: accepted when it is the announced one,
+ * rejected for every mismatch, and once only, never after a chunk. */
+START_TEST(assembler_checks_whole_stream)
+{
+  static const struct {
+    uint64_t round;
+    Fedc__StreamKind kind;
+    int rc;
+    const char *reason;
+  } cases[] = {
+    { 3, FEDC__STREAM_KIND__UPDATE, 1, "" },
+    { 4, FEDC__STREAM_KIND__UPDATE, FEDC_ESTALE, "round 4" },
+    { 3, FEDC__STREAM_KIND__GLOBAL_MODEL, FEDC_EFORMAT, "kind" },
+  };
+  fedc_snapshot *model = odd_model();
+  fedc_snapshot *other = test_snapshot((const float[TEST_PARAMS]){ 0 });
+  Fedc__TensorSpec **specs = fedc_snapshot_specs(model);
+  const fedc_tensor_list *tensors = fedc_snapshot_tensors(model);
+  fedc_chunker *chunks = NULL;
+  fedc_assembler *a = NULL;
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs,
+                                        4, &limits, NULL, &a, NULL, 0), 0);
+    ck_assert_int_eq(fedc_assembler_check_tensors(a, cases[i].round,
+                                                  cases[i].kind, tensors),
+                     cases[i].rc);
+    ck_assert_msg(strstr(fedc_assembler_reason(a), cases[i].reason),
+                  "reason \"%s\"", fedc_assembler_reason(a));
+    if (cases[i].rc == 1)
+      ck_assert_uint_eq(fedc_assembler_received_bytes(a),
+                        fedc_assembler_total_bytes(a));
+    ck_assert_int_eq(fedc_assembler_check_tensors(a, 3,
+                                                  FEDC__STREAM_KIND__UPDATE,
+                                                  tensors), FEDC_ESTATE);
+    fedc_assembler_free(&a);
+  }
+
+  /* Other tensors than the announced ones, and NaN in the right ones. */
+  ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs, 4,
+                                      &limits, NULL, &a, NULL, 0), 0);
+  ck_assert_int_eq(fedc_assembler_check_tensors(
+                     a, 3, FEDC__STREAM_KIND__UPDATE,
+                     fedc_snapshot_tensors(other)), FEDC_EFORMAT);
+  fedc_assembler_free(&a);
+  ((float *)tensors->items[0].data)[14] = NAN;
+  ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs, 4,
+                                      &limits, NULL, &a, NULL, 0), 0);
+  ck_assert_int_eq(fedc_assembler_check_tensors(
+                     a, 3, FEDC__STREAM_KIND__UPDATE, tensors),
+                   FEDC_ENONFINITE);
+  fedc_assembler_free(&a);
+  ((float *)tensors->items[0].data)[14] = 1.0f;
+
+  /* After a chunk, the stream can no longer come whole. */
+  ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs, 4,
+                                      &limits, NULL, &a, NULL, 0), 0);
+  ck_assert_int_eq(fedc_chunker_new(model, 3, FEDC__STREAM_KIND__UPDATE, 8,
+                                    &chunks), 0);
+  ck_assert_int_eq(fedc_assembler_add(a, fedc_chunker_next(chunks)->chunk),
+                   0);
+  ck_assert_int_eq(fedc_assembler_check_tensors(a, 3,
+                                                FEDC__STREAM_KIND__UPDATE,
+                                                tensors), FEDC_ESTATE);
+  fedc_assembler_free(&a);
+  fedc_chunker_free(&chunks);
+  fedc_snapshot_unref(&other);
+  fedc_snapshot_unref(&model);
+}
+END_TEST
+
 START_TEST(assembler_rejects_bad_order)
 {
   fedc_snapshot *snap = NULL;
@@ -510,6 +581,25 @@ START_TEST(message_limits)
 }
 END_TEST
 
+/* Every holder of a shared message frees its own reference, and the
+ * message stays readable until the last one goes (ASan checks the rest). */
+START_TEST(message_shared_by_reference)
+{
+  fedc_message *bye = NULL, *second, *third;
+
+  ck_assert_int_eq(fedc_message_goodbye("done", &bye), 0);
+  second = fedc_message_ref(bye);
+  third = fedc_message_ref(bye);
+  ck_assert_ptr_eq(second, bye);
+  fedc_message_free(&bye);
+  ck_assert_ptr_null(bye);
+  fedc_message_free(&second);
+  ck_assert_str_eq(fedc_message_envelope(third)->goodbye->reason, "done");
+  fedc_message_free(&third);
+  ck_assert_ptr_null(third);
+}
+END_TEST
+
 START_TEST(snapshot_is_mutable_only_alone)
 {
   const float v[TEST_PARAMS] = { 1, 2, 3, 4, 5, 6 };
@@ -542,11 +632,13 @@ static Suite *wire_suite(void)
   tcase_add_test(tc, assembler_rejects_bad_position);
   tcase_add_test(tc, assembler_rejects_bad_data);
   tcase_add_test(tc, assembler_rejects_bad_order);
+  tcase_add_test(tc, assembler_checks_whole_stream);
   tcase_add_test(tc, spec_check_rejects_bad_specs);
   tcase_add_test(tc, spec_check_accepts_scalar_and_limits);
   tcase_add_test(tc, layout_mismatch_is_eshape);
   tcase_add_test(tc, messages_survive_packing);
   tcase_add_test(tc, message_limits);
+  tcase_add_test(tc, message_shared_by_reference);
   tcase_add_test(tc, snapshot_is_mutable_only_alone);
   suite_add_tcase(s, tc);
   return s;

@@ -278,6 +278,33 @@ START_TEST(list_finite_check)
 }
 END_TEST
 
+/* Every non-finite float is found wherever it sits in a long tensor, and
+ * the largest finite values and subnormals pass. */
+START_TEST(list_finite_check_long_f32)
+{
+  const float bad[] = { NAN, -NAN, INFINITY, -INFINITY };
+  const float good[] = { 3.4028235e38f, -3.4028235e38f, 1e-45f, -0.0f };
+  const uint64_t shape[1] = { 1001 };
+  const size_t at[] = { 0, 7, 500, 1000 };
+  fedc_tensor_list list;
+  float *f;
+
+  fedc_tensor_list_init(&list);
+  ck_assert_int_eq(fedc_tensor_list_add(&list, "f", FEDC_DTYPE_F32, 1, shape,
+                                        NULL), 0);
+  f = list.items[0].data;
+  for (size_t i = 0; i < 4; i++) {
+    for (size_t k = 0; k < 4; k++) {
+      f[at[k]] = bad[i];
+      ck_assert_int_eq(fedc_tensor_list_check_finite(&list), FEDC_ENONFINITE);
+      f[at[k]] = good[i];
+      ck_assert_int_eq(fedc_tensor_list_check_finite(&list), 0);
+    }
+  }
+  fedc_tensor_list_close(&list);
+}
+END_TEST
+
 START_TEST(list_add_owned_takes_data)
 {
   fedc_tensor_list list;
@@ -316,6 +343,7 @@ static Suite *tensor_suite(void)
   tcase_add_test(tc, list_copy_is_deep);
   tcase_add_test(tc, list_layout_mismatches);
   tcase_add_test(tc, list_finite_check);
+  tcase_add_test(tc, list_finite_check_long_f32);
   tcase_add_test(tc, list_add_owned_takes_data);
   suite_add_tcase(s, tc);
   return s;
