@@ -89,6 +89,10 @@ typedef struct fedc_sim_stats {
                                     round's end: the rounds' real time */
   double real_round_wait_seconds;  /* of which the event loop was blocked
                                       on training and evaluation */
+  /* The last round's part of the two above. Its real time also contains
+   * the server engine's end of the run, a Goodbye to every client. */
+  double real_last_round_seconds;
+  double real_last_round_wait_seconds;
   double real_wait_seconds;      /* the event loop blocked on training
                                     or evaluation results */
   double real_train_seconds;     /* summed over the threads that trained */

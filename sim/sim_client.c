@@ -25,6 +25,7 @@ int fedc_sim_client_init(fedc_sim *sim, const fedc_device_model *devices)
 
 void fedc_sim_client_close(fedc_sim *sim)
 {
+  fedc_message_free(&sim->welcome);
   for (uint32_t i = 0; i < sim->slot_count; i++)
     fedc_client_engine_free(&sim->slots[i].engine);
   free(sim->slots);
@@ -194,27 +195,39 @@ void fedc_sim_client_availability(fedc_sim *sim, uint32_t client)
     fedc_sim_client_disconnect(sim, client, true);
 }
 
+/* Returns a Welcome like the one the server engine would send now, kept
+ * for replays until the server's round changes; NULL without memory. */
+static const fedc_message *replay_welcome(fedc_sim *sim)
+{
+  const fedc_server_engine_config *s = &sim->opts.server;
+  uint64_t round = fedc_server_engine_round(sim->server);
+
+  if (sim->welcome != NULL && sim->welcome_round == round)
+    return sim->welcome;
+  fedc_message_free(&sim->welcome);
+  if (fedc_message_welcome(s->server_id, round, s->max_frame_bytes,
+                           s->chunk_bytes, &sim->welcome) < 0)
+    return NULL;
+  sim->welcome_round = round;
+  return sim->welcome;
+}
+
 /* Replays the events that brought the parked engine to IDLE: connected
  * (its Hello is not sent again, since the server already has it) and a
  * Welcome like the one the server sent. */
 static int replay_handshake(fedc_sim *sim, sim_slot *slot)
 {
-  const fedc_server_engine_config *s = &sim->opts.server;
+  const fedc_message *welcome = replay_welcome(sim);
   fedc_client_actions acts;
-  fedc_message *welcome = NULL;
-  int rc;
+  int rc = welcome != NULL ? 0 : FEDC_ENOMEM;
 
   fedc_client_actions_init(&acts);
-  rc = fedc_client_engine_connected(slot->engine, fedc_sim_now_ms(sim),
-                                    &acts);
   if (rc == 0)
-    rc = fedc_message_welcome(s->server_id, fedc_server_engine_round(
-                                sim->server), s->max_frame_bytes,
-                              s->chunk_bytes, &welcome);
+    rc = fedc_client_engine_connected(slot->engine, fedc_sim_now_ms(sim),
+                                      &acts);
   if (rc == 0)
     rc = fedc_client_engine_received(slot->engine, fedc_sim_now_ms(sim),
                                      fedc_message_envelope(welcome), &acts);
-  fedc_message_free(&welcome);
   fedc_client_actions_close(&acts);
   if (rc == 0 && fedc_client_engine_state(slot->engine) != FEDC_CLIENT_IDLE)
     rc = FEDC_ESTATE;

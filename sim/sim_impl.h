@@ -84,6 +84,8 @@ struct fedc_sim {
   sim_slot *slots;
   uint32_t slot_count, slot_capacity, free_slot;
   size_t live_engines;
+  fedc_message *welcome;      /* replayed to rebuilt engines */
+  uint64_t welcome_round;     /* the server's round in welcome */
 
   sim_flight *flights;
   uint32_t flight_count, flight_capacity, free_flight;

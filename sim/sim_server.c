@@ -24,6 +24,8 @@ static void report_round(fedc_sim *sim, const fedc_round_metrics *m)
   sim->stats.rounds++;
   sim->stats.real_round_seconds += round.real_seconds;
   sim->stats.real_round_wait_seconds += round.real_wait_seconds;
+  sim->stats.real_last_round_seconds = round.real_seconds;
+  sim->stats.real_last_round_wait_seconds = round.real_wait_seconds;
   if (sim->hooks != NULL && sim->hooks->round_finished != NULL)
     sim->hooks->round_finished(sim->hooks->user, &round);
 }
