@@ -683,7 +683,7 @@ static int within_norm_bound(fedc_server_engine *e, fedc_peer *peer,
 {
   double limit = e->config.max_update_norm;
 
-  *norm = fedc_round_update_norm(update);
+  *norm = fedc_tensor_list_norm(update);
   if (limit > 0.0 && !(*norm <= limit))
     return reject_peer(e, out, peer, FEDC_REJECT_UPDATE_NORM,
                        FEDC__ERROR_CODE__BAD_UPDATE, "update L2 norm %.4g "

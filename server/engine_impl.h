@@ -152,9 +152,6 @@ int fedc_round_roll_back(fedc_server_engine *e);
 /* Drops what fedc_round_apply() kept. */
 void fedc_round_forget_previous(fedc_server_engine *e);
 
-/* Returns the L2 norm of the F32 and F64 values of update, in double. */
-double fedc_round_update_norm(const fedc_tensor_list *update);
-
 /* Fills the open round's metrics. */
 void fedc_round_fill_metrics(fedc_server_engine *e, bool aggregated,
                              const char *fmt, ...)

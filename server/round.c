@@ -396,42 +396,6 @@ void fedc_round_forget_previous(fedc_server_engine *e)
   fedc_tensor_list_close(&e->previous_state);
 }
 
-/* Returns the sum of the squares of n floats, in double. Four partial
- * sums break the chain of dependent additions, so that the loop
- * vectorises; they round differently from one sum only in the last bits. */
-static double sum_squares(const float *x, uint64_t n)
-{
-  double part[4] = { 0.0, 0.0, 0.0, 0.0 };
-  uint64_t k = 0;
-
-  for (; k + 4 <= n; k += 4)
-    for (int j = 0; j < 4; j++)
-      part[j] += (double)x[k + j] * x[k + j];
-  for (; k < n; k++)
-    part[0] += (double)x[k] * x[k];
-  return (part[0] + part[1]) + (part[2] + part[3]);
-}
-
-double fedc_round_update_norm(const fedc_tensor_list *update)
-{
-  double sum = 0.0;
-
-  for (size_t i = 0; i < update->count; i++) {
-    const fedc_tensor *t = &update->items[i];
-    uint64_t n = fedc_tensor_numel(t);
-
-    if (t->dtype == FEDC_DTYPE_F32) {
-      sum += sum_squares(t->data, n);
-    } else if (t->dtype == FEDC_DTYPE_F64) {
-      const double *x = t->data;
-
-      for (uint64_t k = 0; k < n; k++)
-        sum += x[k] * x[k];
-    }
-  }
-  return sqrt(sum);
-}
-
 void fedc_round_fill_metrics(fedc_server_engine *e, bool aggregated,
                              const char *fmt, ...)
 {

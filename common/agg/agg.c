@@ -280,17 +280,7 @@ void fedc_agg_begin(fedc_agg *agg)
  * a non-finite norm is how the caller finds those. */
 static double update_norm(const fedc_tensor_list *update)
 {
-  double sumsq = 0.0;
-
-  for (size_t i = 0; i < update->count; i++) {
-    const fedc_tensor *t = &update->items[i];
-    const float *x = t->data;
-    uint64_t n = fedc_tensor_numel(t);
-
-    for (uint64_t j = 0; j < n; j++)
-      sumsq += (double)x[j] * (double)x[j];
-  }
-  return sqrt(sumsq);
+  return fedc_tensor_list_norm(update);
 }
 
 /* Returns the factor that bounds an update of this norm to clip_norm. */

@@ -95,6 +95,11 @@ int fedc_tensor_list_check_layout(const fedc_tensor_list *a,
 /* Returns 0 when every F32/F64 element is finite, FEDC_ENONFINITE otherwise. */
 int fedc_tensor_list_check_finite(const fedc_tensor_list *list);
 
+/* Returns the L2 norm of the list's F32 and F64 values, summed in double;
+ * other dtypes do not count. The sum runs in four lanes so that it
+ * vectorises, so its last bits may differ from a sum in index order. */
+double fedc_tensor_list_norm(const fedc_tensor_list *list);
+
 /* Returns the total number of bytes of tensor data in the list. */
 uint64_t fedc_tensor_list_nbytes(const fedc_tensor_list *list);
 
