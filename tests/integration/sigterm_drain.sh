@@ -59,8 +59,10 @@ done
 
 # --- A second SIGTERM stops at once ----------------------------------------
 
+# Long local training keeps round 2 open until the second signal arrives;
+# with 2 epochs the round could close between the two signals.
 restart_port=$server_port
-start_server server2 --rounds 5 --min-clients 2 --quorum 1 --local-epochs 2 \
+start_server server2 --rounds 5 --min-clients 2 --quorum 1 --local-epochs 200 \
   --round-timeout 120000 --drain-timeout 60000 --metrics "$metrics" \
   --checkpoint-dir "$it_dir/ckpt" --test-data "$it_dir/data/test.safetensors"
 start_client client-0001
