@@ -78,8 +78,8 @@ static void sgemm_openblas(bool trans_a, bool trans_b, size_t m, size_t n,
 
 /* Rows [begin, end) of C, with the matching rows of op(A), or columns
  * with the matching columns of op(B). */
-static void sgemm_range(void *ctx, unsigned worker, size_t begin,
-                        size_t end)
+static void sgemm_range(void *ctx, unsigned worker, size_t chunk,
+                        size_t begin, size_t end)
 {
   const sgemm_job *j = ctx;
 

@@ -20,9 +20,7 @@ typedef struct conv_work {
   float *dpadded;            /* [C, Hp, Wp]: an input gradient, borders */
   float *cols;               /* [C*k*k, group*OH*OW]: unfolded examples */
   float *planes;             /* [out, group*OH*OW]: output or its gradient */
-  float *grad;               /* [out*C*k*k + out]: dW, db sums (worker > 0) */
   float *grad_t;             /* [OH*OW][width]: dy transposed (conv_simd) */
-  float *dw_t;               /* [C*k*k][width]: dW sums transposed */
   float *grad_padded;        /* [out][OH+2q][OW+2q]: dy, zero borders q */
 } conv_work;
 
@@ -42,6 +40,8 @@ typedef struct conv {
    * the flipped weights and padding q = k - 1 - padding (conv_simd). */
   fedc_conv_shape grad_shape;
   float *weight_flip;        /* [out*k*k][width(C)] */
+  float *partial;            /* per chunk: conv_partial_size floats */
+  size_t partial_cap;
 } conv;
 
 /* What the workers of one pass read and write. */
@@ -306,8 +306,8 @@ static void forward_group(fedc_layer *layer, conv_work *w, const float *x,
   store_output(layer, out, y, n);
 }
 
-static void forward_range(void *ctx, unsigned worker, size_t begin,
-                          size_t end)
+static void forward_range(void *ctx, unsigned worker, size_t chunk,
+                          size_t begin, size_t end)
 {
   const conv_job *job = ctx;
   fedc_layer *layer = job->layer;
@@ -415,8 +415,8 @@ static void backward_group(const fedc_layer *layer, conv_work *w,
 
 /* --- conv_simd path ------------------------------------------------------- */
 
-static void forward_range_simd(void *ctx, unsigned worker, size_t begin,
-                               size_t end)
+static void forward_range_simd(void *ctx, unsigned worker, size_t chunk,
+                               size_t begin, size_t end)
 {
   const conv_job *job = ctx;
   const fedc_layer *layer = job->layer;
@@ -460,11 +460,12 @@ static const float *pad_grad(const conv *c, conv_work *w, const float *g)
   return w->grad_padded;
 }
 
-/* Adds example b's dW to the worker's dw_t and its db to db, and writes its
- * dx unless the job has none: with conv_simd for stride 1, else with
+/* Adds example b's dW to dw_t [C*k*k][width] and its db to db, and writes
+ * its dx unless the job has none: with conv_simd for stride 1, else with
  * OpenBLAS and fold. */
 static void backward_example_simd(const fedc_layer *layer, conv_work *w,
-                                  const conv_job *job, size_t b, float *db)
+                                  const conv_job *job, size_t b,
+                                  float *dw_t, float *db)
 {
   const conv *c = layer->priv;
   size_t rows = conv_col_rows(c), area = conv_out_area(c);
@@ -474,7 +475,7 @@ static void backward_example_simd(const fedc_layer *layer, conv_work *w,
   transpose_grad(c, g, w->grad_t);
   fedc_conv_simd_weight_grad(&c->shape,
                              copy_input(c, w, job->x + b * layer->in_size),
-                             w->grad_t, w->dw_t);
+                             w->grad_t, dw_t);
   if (job->dx == NULL)
     return;
   if (job->simd_dx) {
@@ -487,45 +488,60 @@ static void backward_example_simd(const fedc_layer *layer, conv_work *w,
   fold_example(c, w, w->cols, area, job->dx + b * layer->in_size);
 }
 
-/* Adds every worker's dw_t, transposed, to the weight gradient. */
-static void add_weight_grads(const fedc_layer *layer, unsigned workers)
+/* Floats of one chunk's gradient sums: dW (as [out][C*k*k], or transposed
+ * [C*k*k][width] on the conv_simd path), then db. */
+static size_t conv_partial_size(const conv *c)
 {
-  const conv *c = layer->priv;
-  size_t rows = conv_col_rows(c);
-  float *dw = layer->params[0].grad;
+  size_t weights = (size_t)c->out_c * conv_col_rows(c);
+  size_t weights_t = conv_col_rows(c) * c->width;
 
-  for (unsigned w = 0; w < workers; w++)
-    for (uint32_t o = 0; o < c->out_c; o++)
-      for (size_t r = 0; r < rows; r++)
-        dw[o * rows + r] += c->work[w].dw_t[r * c->width + o];
+  return (weights > weights_t ? weights : weights_t) + c->out_c;
 }
 
-/* Worker 0 adds into the parameter gradients; the others into their own
- * sums, which conv_backward adds afterwards. */
-static void backward_range(void *ctx, unsigned worker, size_t begin,
-                           size_t end)
+/* Sums the gradients of examples [begin, end) into this chunk's partial
+ * sums, which conv_backward adds in chunk order, so that the result does
+ * not depend on which worker took which chunk. */
+static void backward_range(void *ctx, unsigned worker, size_t chunk,
+                           size_t begin, size_t end)
 {
   const conv_job *job = ctx;
   const fedc_layer *layer = job->layer;
   conv *c = layer->priv;
   conv_work *w = &c->work[worker];
-  size_t weights = layer->params[0].numel;
-  float *dw = worker == 0 ? layer->params[0].grad : w->grad;
-  float *db = !c->has_bias ? NULL
-              : worker == 0 ? layer->params[1].grad : w->grad + weights;
+  size_t size = conv_partial_size(c);
+  float *dw = c->partial + chunk * size;
+  float *db = c->has_bias ? dw + size - c->out_c : NULL;
 
-  if (worker > 0)
-    memset(w->grad, 0, (weights + c->out_c) * sizeof(float));
+  memset(dw, 0, size * sizeof(float));
   if (job->simd) {
-    memset(w->dw_t, 0, conv_col_rows(c) * c->width * sizeof(float));
     for (size_t b = begin; b < end; b++)
-      backward_example_simd(layer, w, job, b, db);
+      backward_example_simd(layer, w, job, b, dw, db);
     return;
   }
   for (size_t b = begin; b < end; b += c->group) {
     size_t n = end - b < c->group ? end - b : c->group;
 
     backward_group(layer, w, job, b, n, dw, db);
+  }
+}
+
+/* Adds the partial sums of chunks [0, chunks) to the parameter gradients,
+ * in chunk order. */
+static void add_partials(const fedc_layer *layer, size_t chunks, bool simd)
+{
+  const conv *c = layer->priv;
+  size_t rows = conv_col_rows(c), size = conv_partial_size(c);
+  float *dw = layer->params[0].grad;
+
+  for (size_t k = 0; k < chunks; k++) {
+    const float *part = c->partial + k * size;
+
+    for (uint32_t o = 0; o < c->out_c; o++) {
+      for (size_t r = 0; r < rows; r++)
+        dw[o * rows + r] += simd ? part[r * c->width + o] : part[o * rows + r];
+      if (c->has_bias)
+        layer->params[1].grad[o] += part[size - c->out_c + o];
+    }
   }
 }
 
@@ -719,9 +735,7 @@ static size_t conv_work_floats(const conv *c)
 
   return 2 * conv_padded_size(c) + FEDC_CONV_SIMD_SLACK +
          conv_col_rows(c) * width + c->out_c * width +
-         c->out_c * (conv_col_rows(c) + 1) +
-         (conv_out_area(c) + conv_col_rows(c)) * c->width +
-         conv_grad_padded_size(c);
+         conv_out_area(c) * c->width + conv_grad_padded_size(c);
 }
 
 static void conv_work_free(conv_work *w)
@@ -730,9 +744,7 @@ static void conv_work_free(conv_work *w)
   free(w->dpadded);
   free(w->cols);
   free(w->planes);
-  free(w->grad);
   free(w->grad_t);
-  free(w->dw_t);
   free(w->grad_padded);
   *w = (conv_work){ 0 };
 }
@@ -744,15 +756,12 @@ static int conv_work_alloc(const conv *c, conv_work *w)
   w->padded = calloc(conv_padded_size(c) + FEDC_CONV_SIMD_SLACK,
                      sizeof(float));
   w->grad_t = calloc(conv_out_area(c) * c->width, sizeof(float));
-  w->dw_t = malloc(conv_col_rows(c) * c->width * sizeof(float));
   w->grad_padded = calloc(conv_grad_padded_size(c), sizeof(float));
   w->dpadded = malloc(conv_padded_size(c) * sizeof(float));
   w->cols = malloc(conv_col_rows(c) * width * sizeof(float));
   w->planes = malloc(c->out_c * width * sizeof(float));
-  w->grad = malloc(c->out_c * (conv_col_rows(c) + 1) * sizeof(float));
   if (w->padded == NULL || w->dpadded == NULL || w->cols == NULL ||
-      w->planes == NULL || w->grad == NULL || w->grad_t == NULL ||
-      w->dw_t == NULL || w->grad_padded == NULL) {
+      w->planes == NULL || w->grad_t == NULL || w->grad_padded == NULL) {
     conv_work_free(w);
     return FEDC_ENOMEM;
   }
@@ -813,34 +822,23 @@ static int conv_backward(fedc_layer *layer, const float *x, const float *y,
   conv *c = layer->priv;
   conv_job job = { .layer = layer, .x = x, .out = y, .dy = dy, .dx = dx,
                    .simd = fedc_conv_simd_available(&c->shape) };
-
-  /* Only stride 1 makes the input gradient a plain convolution. */
-  job.simd_dx = job.simd && dx != NULL && c->stride == 1 &&
-                fedc_conv_simd_available(&c->grad_shape);
-  unsigned workers = fedc_parallel_get_threads();
-  size_t grads = layer->params[0].numel + (c->has_bias ? c->out_c : 0);
+  size_t chunks = fedc_parallel_chunks(batch);
   int rc;
 
   if (fedc_layer_reference())
     return reference_backward(layer, x, y, dy, dx, batch);
-  if ((rc = conv_reserve(c)) != 0)
+  /* Only stride 1 makes the input gradient a plain convolution. */
+  job.simd_dx = job.simd && dx != NULL && c->stride == 1 &&
+                fedc_conv_simd_available(&c->grad_shape);
+  if ((rc = conv_reserve(c)) != 0 ||
+      (rc = fedc_layer_reserve(&c->partial, &c->partial_cap,
+                               chunks * conv_partial_size(c))) != 0)
     return rc;
   if (job.simd_dx)
     fedc_conv_simd_transpose_flipped(&c->shape, layer->params[0].value,
                                      c->weight_flip);
   fedc_parallel_run(batch, backward_range, &job);
-
-  /* Workers past the batch size had no range and left stale sums. */
-  if (workers > batch)
-    workers = batch;
-  if (job.simd)
-    add_weight_grads(layer, workers);
-  for (unsigned w = 1; w < workers; w++) {
-    for (size_t i = 0; i < layer->params[0].numel; i++)
-      layer->params[0].grad[i] += c->work[w].grad[i];
-    for (size_t i = layer->params[0].numel; i < grads; i++)
-      layer->params[1].grad[i - layer->params[0].numel] += c->work[w].grad[i];
-  }
+  add_partials(layer, chunks, job.simd);
   return 0;
 }
 
@@ -848,7 +846,9 @@ static size_t conv_scratch_bytes(const fedc_layer *layer, uint32_t batch)
 {
   const conv *c = layer->priv;
 
-  return fedc_parallel_get_threads() * conv_work_floats(c) * sizeof(float);
+  return (fedc_parallel_get_threads() * conv_work_floats(c) +
+          fedc_parallel_chunks(batch) * conv_partial_size(c)) *
+         sizeof(float);
 }
 
 static void conv_destroy(fedc_layer *layer)
@@ -861,6 +861,7 @@ static void conv_destroy(fedc_layer *layer)
   if (c != NULL) {
     free(c->weight_t);
     free(c->weight_flip);
+    free(c->partial);
   }
   free(c);
 }

@@ -22,7 +22,8 @@ typedef struct pool {
   fedc_parallel_fn *fn;
   void *ctx;
   size_t n;
-  unsigned ranges;
+  size_t chunks;
+  size_t next;                       /* next chunk to take, atomically */
 } pool;
 
 /* Set while this thread runs a range, so that nested work (an sgemm inside
@@ -37,18 +38,21 @@ static pool the_pool = {
   .threads = 1,
 };
 
-static void run_range(const pool *p, unsigned worker)
+/* Takes chunks until none is left. */
+static void run_chunks(pool *p, unsigned worker)
 {
-  size_t begin = p->n * worker / p->ranges;
-  size_t end = p->n * (worker + 1) / p->ranges;
+  bool outer = in_worker;
+  size_t chunk;
 
-  if (worker < p->ranges && begin < end) {
-    bool outer = in_worker;
+  in_worker = true;
+  while ((chunk = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED)) <
+         p->chunks) {
+    size_t begin = p->n * chunk / p->chunks;
+    size_t end = p->n * (chunk + 1) / p->chunks;
 
-    in_worker = true;
-    p->fn(p->ctx, worker, begin, end);
-    in_worker = outer;
+    p->fn(p->ctx, worker, chunk, begin, end);
   }
+  in_worker = outer;
 }
 
 static void *helper_main(void *arg)
@@ -67,9 +71,9 @@ static void *helper_main(void *arg)
     if (p->stop)
       break;
     seen = p->generation;
-    /* fn, ctx, n and ranges stay fixed until pending reaches zero. */
+    /* fn, ctx, n and chunks stay fixed until pending reaches zero. */
     pthread_mutex_unlock(&p->lock);
-    run_range(p, worker);
+    run_chunks(p, worker);
     pthread_mutex_lock(&p->lock);
     if (--p->pending == 0)
       pthread_cond_signal(&p->done);
@@ -130,7 +134,16 @@ bool fedc_parallel_in_worker(void)
   return in_worker;
 }
 
-/* Runs ranges 1 .. ranges - 1 on the helpers and range 0 here. */
+size_t fedc_parallel_chunks(size_t n)
+{
+  size_t chunks = (size_t)the_pool.threads * 4;
+
+  if (the_pool.threads == 1 || n <= 1)
+    return 1;
+  return n < chunks ? n : chunks;
+}
+
+/* Runs the chunks on the helpers and on this thread. */
 static void run_on_helpers(pool *p)
 {
   pthread_mutex_lock(&p->lock);
@@ -139,7 +152,7 @@ static void run_on_helpers(pool *p)
   pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->lock);
 
-  run_range(p, 0);
+  run_chunks(p, 0);
 
   pthread_mutex_lock(&p->lock);
   while (p->pending > 0)
@@ -153,7 +166,7 @@ void fedc_parallel_run(size_t n, fedc_parallel_fn *fn, void *ctx)
 
   if (p->threads == 1 || n <= 1) {
     if (n > 0)
-      fn(ctx, 0, 0, n);
+      fn(ctx, 0, 0, 0, n);
     return;
   }
   pthread_mutex_lock(&p->run_lock);
@@ -161,13 +174,13 @@ void fedc_parallel_run(size_t n, fedc_parallel_fn *fn, void *ctx)
   p->fn = fn;
   p->ctx = ctx;
   p->n = n;
-  p->ranges = (unsigned)(n < p->threads ? n : p->threads);
-  if (p->helpers + 1 >= p->ranges) {
+  p->chunks = fedc_parallel_chunks(n);
+  p->next = 0;
+  /* Without helpers (none could be started) this thread takes every
+   * chunk. */
+  if (p->helpers > 0)
     run_on_helpers(p);
-  } else {
-    /* Too few helpers started: every range runs here, in order. */
-    for (unsigned w = 0; w < p->ranges; w++)
-      run_range(p, w);
-  }
+  else
+    run_chunks(p, 0);
   pthread_mutex_unlock(&p->run_lock);
 }

@@ -199,8 +199,8 @@ typedef struct pool_job {
 } pool_job;
 
 /* Pools planes [begin, end) of the batch (one plane per image channel). */
-static void forward_planes(void *ctx, unsigned worker, size_t begin,
-                           size_t end)
+static void forward_planes(void *ctx, unsigned worker, size_t chunk,
+                           size_t begin, size_t end)
 {
   const pool_job *job = ctx;
   const pool *p = job->layer->priv;
@@ -293,8 +293,8 @@ static void window_backward(const pool *p, const float *dy, const float *y,
   }
 }
 
-static void backward_planes(void *ctx, unsigned worker, size_t begin,
-                            size_t end)
+static void backward_planes(void *ctx, unsigned worker, size_t chunk,
+                            size_t begin, size_t end)
 {
   const pool_job *job = ctx;
   const pool *p = job->layer->priv;

@@ -217,6 +217,27 @@ START_TEST(fast_kernels_match_reference)
 }
 END_TEST
 
+/* Workers take chunks in a varying order; the sums must not depend on it. */
+START_TEST(threaded_pass_is_reproducible)
+{
+  const char *spec = kernel_cases[0].spec;
+
+  for (int simd = 0; simd < 2; simd++) {
+    pass_result first, second;
+
+    fedc_conv_simd_enable(simd == 1);
+    run_pass(spec, 13, 3, false, false, &first);
+    run_pass(spec, 13, 3, false, false, &second);
+    ck_assert_mem_eq(first.y, second.y, first.ny * sizeof(float));
+    ck_assert_mem_eq(first.dx, second.dx, first.nx * sizeof(float));
+    ck_assert_mem_eq(first.grad, second.grad, first.ngrad * sizeof(float));
+    free_result(&first);
+    free_result(&second);
+  }
+  fedc_conv_simd_enable(true);
+}
+END_TEST
+
 /* A flatten between the convolution and the ReLU keeps the ReLU a layer of
  * its own without changing any value. */
 START_TEST(folded_relu_matches_separate_relu)
@@ -304,11 +325,12 @@ END_TEST
 typedef struct split_log {
   unsigned visits[40];
   unsigned worker_of[40];
+  unsigned chunk_of[40];
   unsigned calls;
 } split_log;
 
-static void record_range(void *ctx, unsigned worker, size_t begin,
-                         size_t end)
+static void record_range(void *ctx, unsigned worker, size_t chunk,
+                         size_t begin, size_t end)
 {
   split_log *log = ctx;
 
@@ -316,6 +338,7 @@ static void record_range(void *ctx, unsigned worker, size_t begin,
   for (size_t i = begin; i < end; i++) {
     log->visits[i]++;
     log->worker_of[i] = worker;
+    log->chunk_of[i] = (unsigned)chunk;
   }
 }
 
@@ -327,18 +350,24 @@ START_TEST(parallel_run_covers_range_once)
     fedc_parallel_set_threads(threads);
     ck_assert_uint_eq(fedc_parallel_get_threads(), threads);
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
-      split_log log = { { 0 }, { 0 }, 0 };
+      split_log log = { { 0 }, { 0 }, { 0 }, 0 };
       size_t n = sizes[s];
-      unsigned ranges = n < threads ? (unsigned)n : threads;
+      size_t chunks = fedc_parallel_chunks(n);
 
+      ck_assert_uint_le(chunks, threads == 1 ? 1 : 4 * threads);
+      ck_assert_uint_le(chunks, n);
       fedc_parallel_run(n, record_range, &log);
-      ck_assert_uint_eq(log.calls, ranges);
+      ck_assert_uint_eq(log.calls, chunks);
       for (size_t i = 0; i < n; i++) {
         ck_assert_uint_eq(log.visits[i], 1);
-        ck_assert_uint_lt(log.worker_of[i], ranges);
-        /* Contiguous ranges in worker order. */
+        ck_assert_uint_lt(log.worker_of[i], threads);
+        /* Contiguous chunks in order, none empty. */
         if (i > 0)
-          ck_assert_uint_ge(log.worker_of[i], log.worker_of[i - 1]);
+          ck_assert_uint_le(log.chunk_of[i] - log.chunk_of[i - 1], 1);
+      }
+      if (n > 0) {
+        ck_assert_uint_eq(log.chunk_of[0], 0);
+        ck_assert_uint_eq(log.chunk_of[n - 1], chunks - 1);
       }
     }
   }
@@ -367,6 +396,7 @@ int main(void)
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, fast_kernels_match_reference, 0,
                       sizeof(kernel_cases) / sizeof(kernel_cases[0]));
+  tcase_add_test(tc, threaded_pass_is_reproducible);
   tcase_add_test(tc, folded_relu_matches_separate_relu);
   tcase_add_test(tc, folded_relu_gradient_matches_finite_differences);
   tcase_add_loop_test(tc, sgemm_split_matches_reference, 0, 8);
