@@ -88,12 +88,12 @@ void fedc_conv_simd_transpose_flipped(const fedc_conv_shape *s,
 
 #if CONV_SIMD
 
-/* tile[t][0 .. 16*vecs) = sum over (c, kh, kw) of the input under output
- * position t of the row at x (already offset to the tile's first
- * position) times wt[(c, kh, kw)][0 .. 16*vecs), for t < positions.
- * Positions past the row's end read the slack or the next row; their sums
- * are not stored. Always inlined into callers with constant vecs and
- * positions, so that the accumulators live in registers. */
+/* Computes tile[t][0 .. 16*vecs) for output positions t < positions of
+ * the row at x (already offset to the tile's first position): the sum over
+ * (c, kh, kw) of the input under position t times wt[(c, kh, kw)]. Tiles
+ * past the row's end read the slack or the next row, and their sums are
+ * not stored. Always inlined with constant vecs and positions, so that
+ * the accumulators stay in registers. */
 CONV_TARGET static inline __attribute__((always_inline)) void
 forward_tile(const fedc_conv_shape *s, const float *x, const float *wt,
              size_t width, float *tile, const int vecs, const int positions)
@@ -211,9 +211,10 @@ CONV_TARGET void fedc_conv_simd_forward(const fedc_conv_shape *s,
   }
 }
 
-/* dwt rows r < n (at offsets off[r] into the padded image; rows ld floats
- * apart) += sum over output positions of the input each reads times
- * gt[position][0 .. 16*vecs). Inlined with constant vecs and rows. */
+/* Adds to dwt rows r < n (rows ld floats apart) the sum over output
+ * positions of gt[position][0 .. 16*vecs) times the input that row r reads
+ * there, at offset off[r] into the padded image. Always inlined with
+ * constant vecs and rows. */
 CONV_TARGET static inline __attribute__((always_inline)) void
 weight_tile(const fedc_conv_shape *s, const float *xpad, const size_t *off,
             uint32_t n, const float *gt, size_t width, float *dwt, size_t ld,

@@ -39,8 +39,8 @@ size_t fedc_parallel_chunks(size_t n);
  * equal size and calls fn once per chunk. Workers take the next chunk as
  * they become free, so that a worker that another process delays holds up
  * the run by one chunk at most. Which worker runs which chunk varies from
- * run to run; a reduction that must not depend on it sums per chunk and
- * adds the chunks in order. Worker 0 is the calling thread. Returns when
+ * run to run, so a reduction that must not depend on it sums per chunk
+ * and adds the chunks in order. Worker 0 is the calling thread. Returns when
  * every call has returned. Runs of different threads are serialised, and
  * runs must not nest. When helper threads cannot be started, the caller
  * runs every chunk itself. */
