@@ -243,6 +243,36 @@ static float relu_grad(float dy, const float *y, size_t o)
   return y != NULL && !(y[o] > 0) ? 0.0f : dy;
 }
 
+#ifdef __SSE2__
+/* Writes the gradient of four 2x2 windows at once, every input once: lane
+ * pairs of the two rows get g where the window's maximum is, by comparing
+ * its offset in the window (0, 1, width or width + 1). g is dy, zeroed
+ * where y (when not NULL) is not positive, as in relu_grad. */
+static void max_2x2_four_backward(const float *dy, const float *y,
+                                  const int32_t *argmax, int32_t at,
+                                  uint32_t width, float *top)
+{
+  __m128 g = _mm_loadu_ps(dy);
+  __m128i offset = _mm_sub_epi32(
+      _mm_loadu_si128((const __m128i *)(const void *)argmax),
+      _mm_add_epi32(_mm_set1_epi32(at), _mm_setr_epi32(0, 2, 4, 6)));
+  __m128 row[4];
+
+  if (y != NULL)
+    g = _mm_and_ps(g, _mm_cmpgt_ps(_mm_loadu_ps(y), _mm_setzero_ps()));
+  for (int j = 0; j < 4; j++) {
+    int32_t where = (j < 2 ? 0 : (int32_t)width) + j % 2;
+
+    row[j] = _mm_and_ps(g, _mm_castsi128_ps(_mm_cmpeq_epi32(
+                               offset, _mm_set1_epi32(where))));
+  }
+  _mm_storeu_ps(top, _mm_unpacklo_ps(row[0], row[1]));
+  _mm_storeu_ps(top + 4, _mm_unpackhi_ps(row[0], row[1]));
+  _mm_storeu_ps(top + width, _mm_unpacklo_ps(row[2], row[3]));
+  _mm_storeu_ps(top + width + 4, _mm_unpackhi_ps(row[2], row[3]));
+}
+#endif
+
 /* Writes the gradient of a 2x2 max pool: each window gets dy at its
  * maximum and zeros elsewhere. Inputs outside every window (the last row
  * or column of an odd size) get zeros too, so no memset of din is
@@ -252,12 +282,20 @@ static void max_2x2_backward(const pool *p, const float *dy, const float *y,
 {
   for (uint32_t oh = 0; oh < p->out_h; oh++) {
     float *top = din + 2 * oh * p->in_w;
+    uint32_t first = 0;
 
-    for (uint32_t ow = 0; ow < p->out_w; ow++) {
+#ifdef __SSE2__
+    for (; first + 4 <= p->out_w; first += 4)
+      max_2x2_four_backward(dy + first, y != NULL ? y + first : NULL,
+                            argmax + first,
+                            (int32_t)(2 * oh * p->in_w + 2 * first), p->in_w,
+                            top + 2 * first);
+#endif
+    for (uint32_t ow = first; ow < p->out_w; ow++) {
       top[2 * ow] = top[2 * ow + 1] = 0.0f;
       top[p->in_w + 2 * ow] = top[p->in_w + 2 * ow + 1] = 0.0f;
     }
-    for (uint32_t ow = 0; ow < p->out_w; ow++)
+    for (uint32_t ow = first; ow < p->out_w; ow++)
       din[argmax[ow]] = relu_grad(dy[ow], y, ow);
     dy += p->out_w;
     argmax += p->out_w;
