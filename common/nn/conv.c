@@ -54,6 +54,7 @@ typedef struct conv_job {
   float *dx;                 /* backward: the input gradient, or NULL */
   bool simd;                 /* run the conv_simd kernels */
   bool simd_dx;              /* and the one for dx */
+  bool simd_rows;            /* forward: fedc_conv_simd_forward_rows */
 } conv_job;
 
 static size_t conv_col_rows(const conv *c)
@@ -429,6 +430,22 @@ static void forward_range_simd(void *ctx, unsigned worker, size_t chunk,
                            copy_input(c, w, job->x + b * layer->in_size),
                            c->weight_t, bias, layer->relu_out,
                            job->y + b * layer->out_size);
+}
+
+static void forward_range_rows(void *ctx, unsigned worker, size_t chunk,
+                               size_t begin, size_t end)
+{
+  const conv_job *job = ctx;
+  const fedc_layer *layer = job->layer;
+  conv *c = layer->priv;
+  conv_work *w = &c->work[worker];
+  const float *bias = c->has_bias ? layer->params[1].value : NULL;
+
+  for (size_t b = begin; b < end; b++)
+    fedc_conv_simd_forward_rows(&c->shape,
+                                copy_input(c, w, job->x + b * layer->in_size),
+                                c->weight_t, bias, layer->relu_out,
+                                job->y + b * layer->out_size);
 }
 
 /* Writes g [out_c][OH*OW] transposed into gt [OH*OW][width]. The extra
@@ -810,6 +827,11 @@ static int conv_forward(fedc_layer *layer, const float *x, float *y,
   if (job.simd) {
     fedc_conv_simd_transpose(&c->shape, layer->params[0].value, c->weight_t);
     fedc_parallel_run(batch, forward_range_simd, &job);
+    return 0;
+  }
+  if (fedc_conv_simd_rows_available(&c->shape)) {
+    fedc_conv_simd_transpose(&c->shape, layer->params[0].value, c->weight_t);
+    fedc_parallel_run(batch, forward_range_rows, &job);
     return 0;
   }
   fedc_parallel_run(batch, forward_range, &job);

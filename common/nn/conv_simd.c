@@ -32,6 +32,12 @@ bool fedc_conv_simd_supported(void)
 #endif
 }
 
+bool fedc_conv_simd_rows_available(const fedc_conv_shape *s)
+{
+  /* Rows of at least 8 positions fill half a vector or more. */
+  return fedc_conv_simd_supported() && s->stride == 1 && s->out_w >= 8;
+}
+
 bool fedc_conv_simd_available(const fedc_conv_shape *s)
 {
 #if CONV_SIMD
@@ -211,6 +217,89 @@ CONV_TARGET void fedc_conv_simd_forward(const fedc_conv_shape *s,
   }
 }
 
+/* Output channels per tile of the row kernel. */
+#define ROW_CHANNELS 8
+
+/* Computes output row oh, positions [ow, ow + n) with n <= 32, for
+ * channels [o0, o0 + ROW_CHANNELS) below out_c, of a stride-1 layer with
+ * output positions as vector lanes: each weight of wt [C*k*k][width] is
+ * broadcast against a contiguous run of the padded input. Masked loads
+ * keep the reads inside [ow, ow + n) of each input row. Lanes of wt past
+ * out_c are zero and their sums are not stored. */
+CONV_TARGET static void row_tile(const fedc_conv_shape *s, const float *xpad,
+                                 const float *wt, size_t width,
+                                 const float *bias, bool relu, uint32_t oh,
+                                 uint32_t ow, uint32_t n, uint32_t o0,
+                                 float *y)
+{
+  const size_t plane = (size_t)s->pad_h * s->pad_w;
+  const size_t area = (size_t)s->out_h * s->out_w;
+  uint32_t channels = s->out_c - o0 < ROW_CHANNELS ? s->out_c - o0
+                                                   : ROW_CHANNELS;
+  __mmask16 m0 = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
+  __mmask16 m1 = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1
+                                                         : 0);
+  __m512 acc[ROW_CHANNELS][2];
+
+  wt += o0;
+#pragma GCC unroll 8
+  for (int r = 0; r < ROW_CHANNELS; r++)
+    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (uint32_t c = 0; c < s->in_c; c++) {
+    for (uint32_t kh = 0; kh < s->kernel; kh++) {
+      const float *src = xpad + c * plane + (size_t)(oh + kh) * s->pad_w + ow;
+
+      for (uint32_t kw = 0; kw < s->kernel; kw++, wt += width) {
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, src + kw);
+        __m512 x1 = _mm512_maskz_loadu_ps(m1, src + kw + 16);
+
+#pragma GCC unroll 8
+        for (int r = 0; r < ROW_CHANNELS; r++) {
+          __m512 v = _mm512_set1_ps(wt[r]);
+
+          acc[r][0] = _mm512_fmadd_ps(v, x0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(v, x1, acc[r][1]);
+        }
+      }
+    }
+  }
+  /* A constant bound keeps acc in registers; a loop to channels would
+   * make the compiler keep it in memory. */
+#pragma GCC unroll 8
+  for (int r = 0; r < ROW_CHANNELS; r++) {
+    __m512 b, v0, v1;
+    float *dst = y + (o0 + r) * area + (size_t)oh * s->out_w + ow;
+
+    if ((uint32_t)r >= channels)
+      break;
+    b = _mm512_set1_ps(bias != NULL ? bias[o0 + r] : 0.0f);
+    v0 = _mm512_add_ps(acc[r][0], b);
+    v1 = _mm512_add_ps(acc[r][1], b);
+
+    if (relu) {
+      v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+      v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+    }
+    _mm512_mask_storeu_ps(dst, m0, v0);
+    _mm512_mask_storeu_ps(dst + 16, m1, v1);
+  }
+}
+
+CONV_TARGET void fedc_conv_simd_forward_rows(const fedc_conv_shape *s,
+                                             const float *xpad,
+                                             const float *wt,
+                                             const float *bias, bool relu,
+                                             float *y)
+{
+  size_t width = fedc_conv_simd_width(s->out_c);
+
+  for (uint32_t oh = 0; oh < s->out_h; oh++)
+    for (uint32_t ow = 0; ow < s->out_w; ow += 32)
+      for (uint32_t o0 = 0; o0 < s->out_c; o0 += ROW_CHANNELS)
+        row_tile(s, xpad, wt, width, bias, relu, oh, ow,
+                 s->out_w - ow < 32 ? s->out_w - ow : 32, o0, y);
+}
+
 /* Adds to dwt rows r < n (rows ld floats apart) the sum over output
  * positions of gt[position][0 .. 16*vecs) times the input that row r reads
  * there, at offset off[r] into the padded image. Always inlined with
@@ -332,6 +421,13 @@ void fedc_conv_simd_weight_grad(const fedc_conv_shape *s, const float *xpad,
 }
 
 #else
+
+void fedc_conv_simd_forward_rows(const fedc_conv_shape *s, const float *xpad,
+                                 const float *wt, const float *bias,
+                                 bool relu, float *y)
+{
+  (void)s, (void)xpad, (void)wt, (void)bias, (void)relu, (void)y;
+}
 
 void fedc_conv_simd_forward(const fedc_conv_shape *s, const float *xpad,
                             const float *wt, const float *bias, bool relu,

@@ -71,6 +71,18 @@ void fedc_conv_simd_forward(const fedc_conv_shape *s, const float *xpad,
                             const float *wt, const float *bias, bool relu,
                             float *y);
 
+/* Returns true when fedc_conv_simd_forward_rows runs for shape s: AVX-512F
+ * as above, stride 1 and output rows of at least 8 positions. */
+bool fedc_conv_simd_rows_available(const fedc_conv_shape *s);
+
+/* Computes the same output as fedc_conv_simd_forward, from the same wt,
+ * with output positions instead of channels as vector lanes. Suits layers
+ * whose outputs sum too few products for the channel kernels, such as a
+ * first layer on one input channel. Stride 1 only; xpad needs no slack. */
+void fedc_conv_simd_forward_rows(const fedc_conv_shape *s, const float *xpad,
+                                 const float *wt, const float *bias,
+                                 bool relu, float *y);
+
 /* Adds one example's weight gradient to dwt [C*k*k][width]: dwt +=
  * unfold(xpad) x gt, where gt [OH*OW][width] is the output gradient
  * transposed, zero in the extra lanes. */

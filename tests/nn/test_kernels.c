@@ -183,6 +183,10 @@ static const kernel_case kernel_cases[] = {
   { "input 8x8x8; conv 16 3 pad=1; relu", 3, false },
   { "input 12x8x8; conv 32 3", 3, false },
   { "input 32x6x6; conv 32 3 pad=1; relu", 2, false },
+  /* Output positions as lanes: rows wider than 32, and partial tiles of
+   * channels. */
+  { "input 2x6x40; conv 12 3 pad=1; relu", 3, false },
+  { "input 1x9x9; conv 3 5 pad=2", 2, false },
   { "input 3x9x7; maxpool 2", 4, false },
   { "input 2x12x18; maxpool 2", 3, true },
   { "input 4x28x28; maxpool 2", 2, false },
