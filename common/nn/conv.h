@@ -3,10 +3,11 @@
  * [out].
  *
  * The fast path splits the batch over the fedc_parallel workers. Where
- * the CPU has AVX-512F and the layer is large enough, each worker runs the
- * nn/conv_simd.h kernels on one example at a time. Otherwise it unfolds a
- * group of examples (im2col, into scratch that stays in cache) and runs
- * one sgemm per group and product: forward W x cols, weight gradient
+ * the CPU has AVX-512F, each worker runs the nn/conv_simd.h kernels on one
+ * example at a time: all of them for large enough layers, the forward
+ * pass with positions as lanes for smaller stride-1 ones. Otherwise it
+ * unfolds a group of examples (im2col, into scratch that stays in cache)
+ * and runs one sgemm per group and product: forward W x cols, weight gradient
  * dy x cols^T, input gradient W^T x dy folded back (col2im). The backward
  * pass reads the input again instead of keeping the forward's columns, and
  * skips the input gradient where the caller passes no dx (the model's
