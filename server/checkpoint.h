@@ -1,6 +1,6 @@
 /* Server checkpoints: the global model and the state needed to resume.
  *
- * A checkpoint folder holds two safetensors files, each written atomically
+ * A checkpoint folder contains two safetensors files, each written atomically
  * (temporary file, fsync, rename):
  *
  *   model.safetensors   the global model after round "round", with metadata

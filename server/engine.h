@@ -211,7 +211,7 @@ typedef struct fedc_server_stats {
   uint64_t results_too_stale;     /* asynchronous updates discarded for
                                      exceeding max_staleness */
   uint32_t training_now;          /* clients with a task now */
-  uint32_t training_max;          /* the most at once so far */
+  uint32_t training_max;          /* maximum training at once so far */
   uint64_t bytes_sent;            /* tensor data in streams sent */
   uint64_t bytes_received;        /* tensor data in chunks accepted */
   uint64_t rejected[FEDC_REJECT_COUNT];  /* peers closed, by offense */

@@ -57,7 +57,7 @@ static int64_t idx_read(gzFile f, void *buf, size_t len)
   return (int64_t)done;
 }
 
-/* Reads the magic number and the dimensions, checking that the file holds
+/* Reads the magic number and the dimensions, checking that the file contains
  * unsigned bytes in ndim dimensions. */
 static int read_header(const char *path, gzFile f, int ndim, uint32_t *dims)
 {

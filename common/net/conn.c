@@ -609,7 +609,7 @@ static void conn_start_reading(fedc_conn *conn)
     conn_fail_uv(conn, "failed to start reading", rc);
 }
 
-/* One timer serves three purposes, and the state says which: the handshake
+/* One timer serves three purposes, and the state selects which: the handshake
  * timeout, the close timeout, and the deferred delivery after a resume. */
 static void conn_on_timer(uv_timer_t *timer)
 {

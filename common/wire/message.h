@@ -26,8 +26,8 @@
 /* Metrics carried by FitResult and EvaluateResult. */
 #define FEDC_MESSAGE_MAX_METRICS 8
 
-/* Longest client id, server id or model spec accepted, in bytes without
- * the terminating NUL. */
+/* Maximum accepted length of a client id, server id or model spec, in
+ * bytes without the terminating NUL. */
 #define FEDC_ID_MAX 127
 #define FEDC_MODEL_SPEC_MAX 1023
 
