@@ -529,43 +529,13 @@ int fedc_client_engine_received_tensors(fedc_client_engine *engine,
       e->state != FEDC_CLIENT_RECEIVING_EVAL)
     return protocol_error(e, out, FEDC_ESTATE, "stream in state %s",
                           fedc_client_state_name(e->state));
-  rc = fedc_assembler_check_tensors(e->incoming, round, stream,
-                                    fedc_snapshot_tensors(tensors));
+  rc = fedc_assembler_check_snapshot(e->incoming, round, stream, tensors);
   if (rc < 0)
     return protocol_error(e, out, rc, "model stream rejected: %s",
                           fedc_assembler_reason(e->incoming));
   fedc_assembler_free(&e->incoming);
   e->global = fedc_snapshot_ref(tensors);
   return hand_over_model(e, out);
-}
-
-/* Turns weights into weights - global, tensor by tensor. The layouts match
- * (checked by the caller); only F32 and F64 tensors can be updated. */
-static int subtract_global(fedc_tensor_list *weights,
-                           const fedc_tensor_list *global)
-{
-  for (size_t i = 0; i < weights->count; i++) {
-    fedc_tensor *w = &weights->items[i];
-    const fedc_tensor *g = &global->items[i];
-    uint64_t n = fedc_tensor_numel(w);
-
-    if (w->dtype == FEDC_DTYPE_F32) {
-      float *x = w->data;
-      const float *y = g->data;
-
-      for (uint64_t k = 0; k < n; k++)
-        x[k] -= y[k];
-    } else if (w->dtype == FEDC_DTYPE_F64) {
-      double *x = w->data;
-      const double *y = g->data;
-
-      for (uint64_t k = 0; k < n; k++)
-        x[k] -= y[k];
-    } else {
-      return FEDC_EUNSUPPORTED;
-    }
-  }
-  return fedc_tensor_list_check_finite(weights);
 }
 
 /* Sends Error TRAINING_FAILED for the task and goes idle. */
@@ -616,31 +586,52 @@ static int send_update(fedc_client_engine *e, fedc_snapshot *update,
                           e->chunk_bytes, &a->stream.stream);
 }
 
+/* Fails the task, returning FEDC_ESHAPE after the Error, unless what
+ * (trained weights or an update) has the global model's layout. */
+static int check_result_layout(fedc_client_engine *e,
+                               const fedc_tensor_list *what,
+                               fedc_client_actions *out)
+{
+  int rc;
+
+  if (fedc_tensor_list_check_layout(fedc_snapshot_tensors(e->global),
+                                    what) == 0)
+    return 0;
+  rc = task_failed(e, "trained weights do not match the model", FEDC_ESHAPE,
+                   out);
+  return rc < 0 ? rc : FEDC_ESHAPE;
+}
+
+/* Sends update (finite, the global model's layout) and goes idle. */
+static int finish_task(fedc_client_engine *e, fedc_snapshot *update,
+                       const fedc_client_train_result *result,
+                       fedc_client_actions *out)
+{
+  int rc = send_update(e, update, result, out);
+
+  drop_task(e);
+  e->state = FEDC_CLIENT_IDLE;
+  return rc;
+}
+
 static int build_update(fedc_client_engine *e, fedc_tensor_list *weights,
                         const fedc_client_train_result *result,
                         fedc_client_actions *out)
 {
-  const fedc_tensor_list *global = fedc_snapshot_tensors(e->global);
   fedc_snapshot *update = NULL;
-  int rc;
+  int rc = check_result_layout(e, weights, out);
 
-  if (fedc_tensor_list_check_layout(global, weights) < 0) {
-    rc = task_failed(e, "trained weights do not match the model",
-                     FEDC_ESHAPE, out);
-    return rc < 0 ? rc : FEDC_ESHAPE;
-  }
-  rc = subtract_global(weights, global);
-  if (rc < 0)
-    return task_failed(e, "update not sent", rc, out);
+  if (rc != 0)
+    return rc;
   if (result->num_examples == 0)
     return task_failed(e, "training reported 0 examples", FEDC_EINVAL, out);
-
-  rc = fedc_snapshot_new(weights, &update);
+  rc = fedc_snapshot_new_difference(weights, fedc_snapshot_tensors(e->global),
+                                    &update);
+  if (rc == FEDC_ENONFINITE || rc == FEDC_EUNSUPPORTED)
+    return task_failed(e, "update not sent", rc, out);
   if (rc == 0)
-    rc = send_update(e, update, result, out);
+    rc = finish_task(e, update, result, out);
   fedc_snapshot_unref(&update);
-  drop_task(e);
-  e->state = FEDC_CLIENT_IDLE;
   return rc;
 }
 
@@ -666,6 +657,31 @@ int fedc_client_engine_trained(fedc_client_engine *engine, uint64_t now_ms,
   if (weights)
     fedc_tensor_list_close(weights);
   return rc;
+}
+
+int fedc_client_engine_trained_update(fedc_client_engine *engine,
+                                      uint64_t now_ms, uint64_t round,
+                                      fedc_snapshot *update,
+                                      const fedc_client_train_result *result,
+                                      fedc_client_actions *out)
+{
+  fedc_client_engine *e = engine;
+  int rc;
+
+  (void)now_ms;
+  if (!update || !result)
+    return FEDC_EINVAL;
+  if (e->state != FEDC_CLIENT_TRAINING || round != e->task_round)
+    return 0;
+  rc = check_result_layout(e, fedc_snapshot_tensors(update), out);
+  if (rc != 0)
+    return rc;
+  if (result->num_examples == 0)
+    return task_failed(e, "training reported 0 examples", FEDC_EINVAL, out);
+  rc = fedc_snapshot_check_finite(update);
+  if (rc < 0)
+    return task_failed(e, "update not sent", rc, out);
+  return finish_task(e, update, result, out);
 }
 
 int fedc_client_engine_evaluated(fedc_client_engine *engine, uint64_t now_ms,

@@ -125,8 +125,8 @@ int fedc_client_engine_received_tensors(fedc_client_engine *engine,
 /* The TRAIN action of round finished. On success status is 0 and weights
  * is the model after local training; the engine takes ownership of it and
  * leaves it empty. When training failed status is a negative FEDC_E* code
- * and weights may be NULL. The engine sends FitResult and the update weights - global, or an
- * Error TRAINING_FAILED. A result for a task no longer current is dropped.
+ * and weights may be NULL. The engine sends FitResult and the update,
+ * weights - global, or an Error TRAINING_FAILED. A result for a task no longer current is dropped.
  * Returns FEDC_ESHAPE (after sending the Error) when weights do not match
  * the global model's layout. */
 int fedc_client_engine_trained(fedc_client_engine *engine, uint64_t now_ms,
@@ -134,6 +134,19 @@ int fedc_client_engine_trained(fedc_client_engine *engine, uint64_t now_ms,
                                fedc_tensor_list *weights,
                                const fedc_client_train_result *result,
                                fedc_client_actions *out);
+
+/* fedc_client_engine_trained() for a driver that has already turned the
+ * trained weights into the update, weights - global for the TRAIN action's
+ * model, with fedc_snapshot_new_difference(), on its training thread: the
+ * loop thread then does not read the model once more. The engine checks
+ * the layout and, through the norm the snapshot keeps, the values, then
+ * sends the update. The caller keeps its reference to update. A failed
+ * training goes through fedc_client_engine_trained(). */
+int fedc_client_engine_trained_update(fedc_client_engine *engine,
+                                      uint64_t now_ms, uint64_t round,
+                                      fedc_snapshot *update,
+                                      const fedc_client_train_result *result,
+                                      fedc_client_actions *out);
 
 /* The EVALUATE action of round finished; result is NULL when evaluation
  * failed. */

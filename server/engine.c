@@ -674,32 +674,32 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
   return 0;
 }
 
-/* Returns 1 when the L2 norm of update, as the client sent it and before
- * any staleness scaling, is within max_update_norm, with the norm in
- * *norm; otherwise rejects the peer and returns the result. */
+/* Returns 1 when norm, the L2 norm of an update as the client sent it and
+ * before any staleness scaling, is within max_update_norm; otherwise
+ * rejects the peer and returns the result. */
 static int within_norm_bound(fedc_server_engine *e, fedc_peer *peer,
-                             const fedc_tensor_list *update, double *norm,
-                             fedc_server_actions *out)
+                             double norm, fedc_server_actions *out)
 {
   double limit = e->config.max_update_norm;
 
-  *norm = fedc_tensor_list_norm(update);
-  if (limit > 0.0 && !(*norm <= limit))
+  if (limit > 0.0 && !(norm <= limit))
     return reject_peer(e, out, peer, FEDC_REJECT_UPDATE_NORM,
                        FEDC__ERROR_CODE__BAD_UPDATE, "update L2 norm %.4g "
-                       "exceeds max_update_norm %.4g", *norm, limit);
+                       "exceeds max_update_norm %.4g", norm, limit);
   return 1;
 }
 
 /* Folds a complete update of peer of L2 norm norm, which passed the
  * stream's checks and the norm bound, into the aggregate, or rejects the
- * peer when fedc_agg refuses it: fedc_agg repeats the layout and
- * finiteness checks. */
+ * peer when fedc_agg refuses it: fedc_agg repeats the layout check. In
+ * the asynchronous modes update has been scaled since its norm was taken,
+ * so fedc_agg takes the norm again. */
 static int accept_update(fedc_server_engine *e, fedc_peer *peer,
                          const fedc_tensor_list *update, double norm,
                          uint64_t now_ms, fedc_server_actions *out)
 {
-  int rc = fedc_round_accept(e, peer, update, now_ms);
+  int rc = fedc_round_accept(e, peer, update,
+                             fedc_engine_is_async(e) ? -1.0 : norm, now_ms);
 
   if (rc == 0) {
     fedc_debug(LOG_COMPONENT, "update accepted client=%s round=%llu "
@@ -747,8 +747,10 @@ static int finish_upload(fedc_server_engine *e, fedc_peer *peer,
     rc = reject_peer(e, out, peer, FEDC_REJECT_INTERNAL,
                      FEDC__ERROR_CODE__INTERNAL, "update not aggregated: %s",
                      fedc_strerror(rc));
-  else
-    rc = within_norm_bound(e, peer, &update, &norm, out);
+  else {
+    norm = fedc_tensor_list_norm(&update);
+    rc = within_norm_bound(e, peer, norm, out);
+  }
   if (rc == 1) {
     if (fedc_engine_is_async(e))
       fedc_round_scale_update(e, peer, &update);
@@ -824,19 +826,21 @@ static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
 
 /* A whole update stream passed in memory: the assembler's checks without
  * its copy, then the same fold as finish_upload(). The tensors belong to
- * the sender, so the asynchronous modes scale a copy. */
+ * the sender, so the asynchronous modes scale a copy. The finiteness
+ * check leaves the norm in the snapshot, so that the check, the norm
+ * bound and the aggregate read the update twice in all. */
 static int on_tensors(fedc_server_engine *e, fedc_peer *peer, uint64_t round,
-                      Fedc__StreamKind stream,
-                      const fedc_tensor_list *tensors, uint64_t now_ms,
-                      fedc_server_actions *out)
+                      Fedc__StreamKind stream, fedc_snapshot *snapshot,
+                      uint64_t now_ms, fedc_server_actions *out)
 {
+  const fedc_tensor_list *tensors = fedc_snapshot_tensors(snapshot);
   fedc_tensor_list copy;
-  double norm = 0.0;
+  double norm;
   int rc = admit_stream(e, peer, round, stream, true, out);
 
   if (rc <= 0)
     return rc;
-  rc = fedc_assembler_check_tensors(peer->upload, round, stream, tensors);
+  rc = fedc_assembler_check_snapshot(peer->upload, round, stream, snapshot);
   if (rc < 0)
     return reject_stream(e, peer, rc, out);
   fedc_assembler_free(&peer->upload);
@@ -845,7 +849,8 @@ static int on_tensors(fedc_server_engine *e, fedc_peer *peer, uint64_t round,
   e->stats.bytes_received += fedc_tensor_list_nbytes(tensors);
   if (became_too_stale(e, peer))
     return 0;
-  rc = within_norm_bound(e, peer, tensors, &norm, out);
+  norm = fedc_snapshot_norm(snapshot);
+  rc = within_norm_bound(e, peer, norm, out);
   if (rc != 1)
     return rc;
   if (!fedc_engine_is_async(e))
@@ -1011,7 +1016,7 @@ int fedc_server_engine_received_tensors(fedc_server_engine *engine,
                                         uint64_t now_ms, uint64_t peer,
                                         uint64_t round,
                                         Fedc__StreamKind stream,
-                                        const fedc_tensor_list *tensors,
+                                        fedc_snapshot *tensors,
                                         fedc_server_actions *out)
 {
   fedc_peer *p;

@@ -240,9 +240,12 @@ void fedc_round_scale_update(fedc_server_engine *e, const fedc_peer *peer,
                              fedc_tensor_list *update);
 
 /* Folds a complete update of peer into the aggregate. In the asynchronous
- * modes the caller has scaled it with fedc_round_scale_update(). */
+ * modes the caller has scaled it with fedc_round_scale_update(). norm is
+ * the update's L2 norm as fedc_tensor_list_norm() gives it, or negative
+ * when the caller does not have it (a scaled update). */
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
-                      const fedc_tensor_list *update, uint64_t now_ms);
+                      const fedc_tensor_list *update, double norm,
+                      uint64_t now_ms);
 
 /* Finishes the round waiting for evaluation, with result or without. */
 int fedc_round_evaluated(fedc_server_engine *e, uint64_t now_ms,

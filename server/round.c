@@ -231,12 +231,14 @@ void fedc_round_scale_update(fedc_server_engine *e, const fedc_peer *peer,
 }
 
 int fedc_round_accept(fedc_server_engine *e, fedc_peer *peer,
-                      const fedc_tensor_list *update, uint64_t now_ms)
+                      const fedc_tensor_list *update, double norm,
+                      uint64_t now_ms)
 {
   double weight = (double)peer->result_examples;
   int rc;
 
-  rc = fedc_agg_add(e->agg, update, weight);
+  rc = norm >= 0.0 ? fedc_agg_add_norm(e->agg, update, weight, norm)
+                   : fedc_agg_add(e->agg, update, weight);
   if (rc < 0)
     return rc;
   fedc_sampler_observe(e, peer, now_ms);

@@ -339,10 +339,14 @@ void fedc_sim_client_trained(fedc_sim *sim, sim_train_job *job)
   slot = &sim->slots[sim->clients[client].slot];
   slot->jobs--;
   fedc_client_actions_init(&acts);
-  rc = fedc_client_engine_trained(slot->engine, fedc_sim_now_ms(sim),
-                                  job->round, job->status,
-                                  job->status == 0 ? &job->weights : NULL,
-                                  &result, &acts);
+  if (job->status == 0)
+    rc = fedc_client_engine_trained_update(slot->engine, fedc_sim_now_ms(sim),
+                                           job->round, job->update, &result,
+                                           &acts);
+  else
+    rc = fedc_client_engine_trained(slot->engine, fedc_sim_now_ms(sim),
+                                    job->round, job->status, NULL, &result,
+                                    &acts);
   finish_call(sim, client, rc, &acts, "report a training");
 }
 

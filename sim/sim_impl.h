@@ -187,7 +187,8 @@ typedef struct sim_train_job {
   fedc_dataset_view view;
   fedc_train_config config;
   char model_spec[FEDC_MODEL_SPEC_MAX + 1];
-  fedc_tensor_list weights;   /* the result */
+  fedc_tensor_list weights;   /* the trained model, then emptied */
+  fedc_snapshot *update;      /* the result: weights - global */
   fedc_train_stats stats;
   int status;
   double real_seconds;        /* spent in the trainer */

@@ -193,7 +193,7 @@ void fedc_sim_server_received_stream(fedc_sim *sim, uint64_t conn,
   rc = fedc_server_engine_received_tensors(
     sim->server, fedc_sim_now_ms(sim), conn, fedc_chunker_round(stream),
     fedc_chunker_stream(stream),
-    fedc_snapshot_tensors(fedc_chunker_snapshot(stream)), &acts);
+    fedc_chunker_snapshot(stream), &acts);
   finish_call(sim, rc, &acts, "deliver a stream to the server");
 }
 

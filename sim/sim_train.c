@@ -76,6 +76,12 @@ static void run_train(void *arg, unsigned slot)
                                fedc_sim_conn_client(job->conn),
                                fedc_snapshot_tensors(job->global),
                                &job->weights);
+  /* The update is taken here, where the weights are still in this core's
+   * cache, rather than by the client engine on the event loop. */
+  if (status == 0)
+    status = fedc_snapshot_new_difference(&job->weights,
+                                          fedc_snapshot_tensors(job->global),
+                                          &job->update);
   job->status = status;
   job->real_seconds = fedc_sim_real_now() - start;
 }
@@ -195,6 +201,7 @@ void fedc_sim_train_free(sim_train_job **job)
   if (job == NULL || *job == NULL)
     return;
   fedc_snapshot_unref(&(*job)->global);
+  fedc_snapshot_unref(&(*job)->update);
   fedc_tensor_list_close(&(*job)->weights);
   free(*job);
   *job = NULL;

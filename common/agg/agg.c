@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agg/robust.h"
+#include "util/clones.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -293,6 +294,14 @@ static double clip_scale(const fedc_agg *agg, double norm)
   return 1.0;
 }
 
+/* sum[k] += factor * x[k]: the FedAvg family's whole per-update cost. */
+FEDC_CLONES static void add_scaled(double *sum, const float *x, uint64_t n,
+                                   double factor)
+{
+  for (uint64_t k = 0; k < n; k++)
+    sum[k] += factor * (double)x[k];
+}
+
 static void accumulate(fedc_agg *agg, const fedc_tensor_list *update,
                        double factor)
 {
@@ -300,11 +309,9 @@ static void accumulate(fedc_agg *agg, const fedc_tensor_list *update,
 
   for (size_t i = 0; i < update->count; i++) {
     const fedc_tensor *t = &update->items[i];
-    const float *x = t->data;
     uint64_t n = fedc_tensor_numel(t);
 
-    for (uint64_t j = 0; j < n; j++)
-      sum[j] += factor * (double)x[j];
+    add_scaled(sum, t->data, n, factor);
     sum += n;
   }
 }
@@ -345,14 +352,22 @@ static int store_update(fedc_agg *agg, const fedc_tensor_list *update,
 
 int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight)
 {
-  double norm;
+  if (!(weight > 0.0) || !isfinite(weight))
+    return FEDC_EINVAL;
+  if (fedc_tensor_list_check_layout(&agg->layout, update) < 0)
+    return FEDC_ESHAPE;
+  return fedc_agg_add_norm(agg, update, weight, update_norm(update));
+}
+
+int fedc_agg_add_norm(fedc_agg *agg, const fedc_tensor_list *update,
+                      double weight, double norm)
+{
   double scale;
 
   if (!(weight > 0.0) || !isfinite(weight))
     return FEDC_EINVAL;
   if (fedc_tensor_list_check_layout(&agg->layout, update) < 0)
     return FEDC_ESHAPE;
-  norm = update_norm(update);
   if (!isfinite(norm))
     return FEDC_ENONFINITE;
   scale = clip_scale(agg, norm);

@@ -76,6 +76,13 @@ void fedc_agg_begin(fedc_agg *agg);
  * caller knows the client and logs the rejection. */
 int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight);
 
+/* fedc_agg_add() for a caller that has already computed the update's L2
+ * norm with fedc_tensor_list_norm(), passed as norm: the FedAvg family
+ * then reads the update once, to add it. A non-finite norm is rejected as
+ * FEDC_ENONFINITE, as NaN/Inf in the update would be. */
+int fedc_agg_add_norm(fedc_agg *agg, const fedc_tensor_list *update,
+                      double weight, double norm);
+
 /* Returns the number of updates accepted this round. */
 size_t fedc_agg_count(const fedc_agg *agg);
 

@@ -1,9 +1,11 @@
 #include "tensor.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/clones.h"
 #include "util/error.h"
 
 #define LIST_MIN_CAPACITY 8
@@ -235,18 +237,33 @@ int fedc_tensor_list_check_layout(const fedc_tensor_list *a,
  * every exponent bit set. The test reads the bits without a branch, so
  * that the compiler can vectorise the loop: an update is checked more than
  * once on its way from a client to the aggregate. */
-static int floats_are_finite(const float *v, uint64_t n)
+/* Returns 1 when no float of v is NaN or Inf. The largest magnitude, as
+ * bits without the sign, is at least the exponent mask exactly for those;
+ * sixteen independent lanes let the maximum vectorise. */
+FEDC_CLONES static int floats_are_finite(const float *v, uint64_t n)
 {
-  const uint32_t exponent = UINT32_C(0x7f800000);
-  uint32_t nonfinite = 0;
+  uint32_t lane[16] = { 0 };
+  uint32_t top = 0;
+  uint64_t i = 0;
 
-  for (uint64_t i = 0; i < n; i++) {
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; j++) {
+      uint32_t bits;
+
+      memcpy(&bits, &v[i + j], sizeof(bits));
+      bits &= UINT32_C(0x7fffffff);
+      lane[j] = bits > lane[j] ? bits : lane[j];
+    }
+  for (; i < n; i++) {
     uint32_t bits;
 
     memcpy(&bits, &v[i], sizeof(bits));
-    nonfinite |= (bits & exponent) == exponent;
+    bits &= UINT32_C(0x7fffffff);
+    top = bits > top ? bits : top;
   }
-  return nonfinite == 0;
+  for (int j = 0; j < 16; j++)
+    top = lane[j] > top ? lane[j] : top;
+  return top < UINT32_C(0x7f800000);
 }
 
 static int tensor_is_finite(const fedc_tensor *t)
@@ -274,34 +291,52 @@ int fedc_tensor_list_check_finite(const fedc_tensor_list *list)
   return 0;
 }
 
-/* Adds the squares of n floats to the four lanes of part, in double.
+/* Lanes of the sums of squares behind fedc_tensor_list_norm(): enough
+ * independent additions to keep four AVX-512 adders busy. */
+#define NORM_LANES 32
+
+/* Adds the squares of n floats to the lanes of part, in double.
  * Independent lanes break the chain of dependent additions that keeps a
  * single sum from vectorising. */
-static void add_squares_f32(const float *x, uint64_t n, double part[4])
+FEDC_CLONES static void add_squares_f32(const float *x, uint64_t n,
+                                        double part[NORM_LANES])
 {
   uint64_t k = 0;
 
-  for (; k + 4 <= n; k += 4)
-    for (int j = 0; j < 4; j++)
+  for (; k + NORM_LANES <= n; k += NORM_LANES)
+    for (int j = 0; j < NORM_LANES; j++)
       part[j] += (double)x[k + j] * (double)x[k + j];
   for (; k < n; k++)
     part[0] += (double)x[k] * (double)x[k];
 }
 
-static void add_squares_f64(const double *x, uint64_t n, double part[4])
+FEDC_CLONES static void add_squares_f64(const double *x, uint64_t n,
+                                        double part[NORM_LANES])
 {
   uint64_t k = 0;
 
-  for (; k + 4 <= n; k += 4)
-    for (int j = 0; j < 4; j++)
+  for (; k + NORM_LANES <= n; k += NORM_LANES)
+    for (int j = 0; j < NORM_LANES; j++)
       part[j] += x[k + j] * x[k + j];
   for (; k < n; k++)
     part[0] += x[k] * x[k];
 }
 
+/* The norm from the lanes of sums of squares, added pairwise. */
+static double lanes_norm(const double part[NORM_LANES])
+{
+  double sum[NORM_LANES];
+
+  memcpy(sum, part, sizeof(sum));
+  for (int width = NORM_LANES / 2; width > 0; width /= 2)
+    for (int j = 0; j < width; j++)
+      sum[j] += sum[j + width];
+  return sqrt(sum[0]);
+}
+
 double fedc_tensor_list_norm(const fedc_tensor_list *list)
 {
-  double part[4] = { 0.0, 0.0, 0.0, 0.0 };
+  double part[NORM_LANES] = { 0.0 };
 
   for (size_t i = 0; i < list->count; i++) {
     const fedc_tensor *t = &list->items[i];
@@ -311,7 +346,98 @@ double fedc_tensor_list_norm(const fedc_tensor_list *list)
     else if (t->dtype == FEDC_DTYPE_F64)
       add_squares_f64(t->data, fedc_tensor_numel(t), part);
   }
-  return sqrt((part[0] + part[1]) + (part[2] + part[3]));
+  return lanes_norm(part);
+}
+
+/* Floats per block of subtract_f32(): small enough that a block is still
+ * in the L1 cache when its squares are added, and a multiple of NORM_LANES,
+ * so that the blocks add the squares in add_squares_f32()'s order. */
+#define SUB_BLOCK 2048
+
+FEDC_CLONES static void sub_floats(float *x, const float *y, uint64_t n)
+{
+  for (uint64_t k = 0; k < n; k++)
+    x[k] -= y[k];
+}
+
+static bool lanes_finite(const double part[NORM_LANES])
+{
+  bool finite = true;
+
+  for (int j = 0; j < NORM_LANES; j++)
+    finite &= isfinite(part[j]) != 0;
+  return finite;
+}
+
+/* x -= y, adding the squares of the differences to part as
+ * add_squares_f32() would, and returning whether every difference is
+ * finite. Block by block, so x is read from memory once: for a client,
+ * those are the trained weights, which another thread wrote. A float
+ * squared in double cannot overflow, so the lanes turn non-finite exactly
+ * when a difference is; lanes already non-finite, from an F64 tensor,
+ * leave the floats to be checked one by one. */
+static bool subtract_f32(float *x, const float *y, uint64_t n, double part[NORM_LANES])
+{
+  bool clean = lanes_finite(part);
+
+  for (uint64_t k = 0; k < n; k += SUB_BLOCK) {
+    uint64_t m = n - k < SUB_BLOCK ? n - k : SUB_BLOCK;
+
+    sub_floats(x + k, y + k, m);
+    add_squares_f32(x + k, m, part);
+  }
+  return clean ? lanes_finite(part) : floats_are_finite(x, n) != 0;
+}
+
+/* subtract_f32() for doubles, the squares as add_squares_f64() adds them. */
+FEDC_CLONES static bool subtract_f64(double *x, const double *y, uint64_t n,
+                                     double part[NORM_LANES])
+{
+  bool finite = true;
+  uint64_t k = 0;
+
+  for (; k + NORM_LANES <= n; k += NORM_LANES)
+    for (int j = 0; j < NORM_LANES; j++) {
+      double d = x[k + j] - y[k + j];
+
+      x[k + j] = d;
+      part[j] += d * d;
+      finite &= isfinite(d) != 0;
+    }
+  for (; k < n; k++) {
+    double d = x[k] - y[k];
+
+    x[k] = d;
+    part[0] += d * d;
+    finite &= isfinite(d) != 0;
+  }
+  return finite;
+}
+
+int fedc_tensor_list_sub(fedc_tensor_list *a, const fedc_tensor_list *b,
+                         double *norm)
+{
+  double part[NORM_LANES] = { 0.0 };
+  bool finite = true;
+
+  if (fedc_tensor_list_check_layout(a, b) < 0)
+    return FEDC_ESHAPE;
+  for (size_t i = 0; i < a->count; i++)
+    if (a->items[i].dtype != FEDC_DTYPE_F32 &&
+        a->items[i].dtype != FEDC_DTYPE_F64)
+      return FEDC_EUNSUPPORTED;
+  for (size_t i = 0; i < a->count; i++) {
+    fedc_tensor *x = &a->items[i];
+    uint64_t n = fedc_tensor_numel(x);
+
+    if (x->dtype == FEDC_DTYPE_F32)
+      finite &= subtract_f32(x->data, b->items[i].data, n, part);
+    else
+      finite &= subtract_f64(x->data, b->items[i].data, n, part);
+  }
+  if (norm != NULL)
+    *norm = lanes_norm(part);
+  return finite ? 0 : FEDC_ENONFINITE;
 }
 
 uint64_t fedc_tensor_list_nbytes(const fedc_tensor_list *list)

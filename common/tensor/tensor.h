@@ -96,9 +96,19 @@ int fedc_tensor_list_check_layout(const fedc_tensor_list *a,
 int fedc_tensor_list_check_finite(const fedc_tensor_list *list);
 
 /* Returns the L2 norm of the list's F32 and F64 values, summed in double;
- * other dtypes do not count. The sum runs in four lanes so that it
+ * other dtypes do not count. The sum runs in 32 lanes so that it
  * vectorises, so its last bits may differ from a sum in index order. */
 double fedc_tensor_list_norm(const fedc_tensor_list *list);
+
+/* Subtracts b from a element by element, as a client turns its trained
+ * weights into an update, in one pass that also gives the L2 norm of the
+ * differences, exactly as fedc_tensor_list_norm() would compute it, in
+ * *norm unless norm is NULL. Returns 0, FEDC_ESHAPE when the layouts
+ * differ or FEDC_EUNSUPPORTED for a tensor that is not F32 or F64 (a
+ * unchanged in both cases), or FEDC_ENONFINITE when a difference is NaN
+ * or Inf (a holds the differences). */
+int fedc_tensor_list_sub(fedc_tensor_list *a, const fedc_tensor_list *b,
+                         double *norm);
 
 /* Returns the total number of bytes of tensor data in the list. */
 uint64_t fedc_tensor_list_nbytes(const fedc_tensor_list *list);

@@ -44,7 +44,7 @@ static int reject(fedc_assembler *a, int err, const char *fmt, ...)
 
 /* Lists the announced tensors without their data, which copy_data()
  * allocates at each tensor's first chunk: a stream passed whole to
- * fedc_assembler_check_tensors() needs none. */
+ * fedc_assembler_check_snapshot() needs none. */
 static int list_tensors(fedc_assembler *a, Fedc__TensorSpec *const *specs,
                         size_t n)
 {
@@ -209,11 +209,12 @@ int fedc_assembler_add(fedc_assembler *assembler,
   return 1;
 }
 
-int fedc_assembler_check_tensors(fedc_assembler *assembler, uint64_t round,
-                                 Fedc__StreamKind stream,
-                                 const fedc_tensor_list *tensors)
+int fedc_assembler_check_snapshot(fedc_assembler *assembler, uint64_t round,
+                                  Fedc__StreamKind stream,
+                                  fedc_snapshot *snapshot)
 {
   fedc_assembler *a = assembler;
+  const fedc_tensor_list *tensors = fedc_snapshot_tensors(snapshot);
 
   if (a->state != RECEIVING || a->tensor != 0 || a->offset != 0)
     return reject(a, FEDC_ESTATE, "whole stream after chunks of it or "
@@ -228,7 +229,7 @@ int fedc_assembler_check_tensors(fedc_assembler *assembler, uint64_t round,
   if (fedc_tensor_list_check_layout(&a->tensors, tensors) < 0)
     return reject(a, FEDC_EFORMAT, "stream tensors do not match the "
                   "announced names, dtypes and shapes");
-  if (fedc_tensor_list_check_finite(tensors) < 0)
+  if (fedc_snapshot_check_finite(snapshot) < 0)
     return reject(a, FEDC_ENONFINITE, "NaN or Inf in the stream");
 
   a->received_bytes = a->total_bytes;

@@ -16,6 +16,7 @@
 
 #include "fedc.pb-c.h"
 #include "tensor/tensor.h"
+#include "wire/snapshot.h"
 #include "wire/spec.h"
 
 #define FEDC_ASSEMBLER_REASON_MAX 160
@@ -44,17 +45,19 @@ void fedc_assembler_free(fedc_assembler **assembler);
 int fedc_assembler_add(fedc_assembler *assembler,
                        const Fedc__TensorChunk *chunk);
 
-/* Checks a whole stream passed in memory in place of its chunks: tensors
- * as the chunks of a stream of round and kind stream would carry them.
- * The checks are those of fedc_assembler_add(): round, stream kind, the
- * announced names, dtypes and shapes, and finite F32/F64 values. Nothing
- * is copied and nothing is left to take, because the caller keeps tensors.
- * Returns 1 when the stream is accepted, or FEDC_ESTALE, FEDC_EFORMAT,
- * FEDC_ENONFINITE, or FEDC_ESTATE after a chunk or the end of the stream,
- * with fedc_assembler_reason() naming the failed check. */
-int fedc_assembler_check_tensors(fedc_assembler *assembler, uint64_t round,
-                                 Fedc__StreamKind stream,
-                                 const fedc_tensor_list *tensors);
+/* Checks a whole stream passed in memory in place of its chunks: the
+ * tensors of snapshot as the chunks of a stream of round and kind stream
+ * would carry them. The checks are those of fedc_assembler_add(): round,
+ * stream kind, the announced names, dtypes and shapes, and finite F32/F64
+ * values, found by fedc_snapshot_check_finite(), so that a snapshot sent
+ * to many receivers is read once. Nothing is copied and nothing is left to
+ * take, because the caller keeps the snapshot. Returns 1 when the stream
+ * is accepted, or FEDC_ESTALE, FEDC_EFORMAT, FEDC_ENONFINITE, or
+ * FEDC_ESTATE after a chunk or the end of the stream, with
+ * fedc_assembler_reason() naming the failed check. */
+int fedc_assembler_check_snapshot(fedc_assembler *assembler, uint64_t round,
+                                  Fedc__StreamKind stream,
+                                  fedc_snapshot *snapshot);
 
 /* Moves the received tensors into out (closed first). Returns 0, or
  * FEDC_ESTATE unless the stream is complete and not yet taken. */

@@ -1,12 +1,21 @@
 #include "wire/snapshot.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/error.h"
 
+/* The bits of norm_bits before the norm is known: a NaN that
+ * fedc_tensor_list_norm() does not return, because a float NaN widened to
+ * double leaves the low 29 bits clear. */
+#define NORM_UNKNOWN UINT64_MAX
+
 struct fedc_snapshot {
   atomic_size_t refs;
+  _Atomic uint64_t norm_bits;  /* the cached L2 norm, or NORM_UNKNOWN */
   fedc_tensor_list tensors;
   Fedc__TensorSpec *spec_items;
   Fedc__TensorSpec **specs;
@@ -67,6 +76,7 @@ int fedc_snapshot_new(fedc_tensor_list *list, fedc_snapshot **out)
     return FEDC_ENOMEM;
 
   atomic_init(&s->refs, 1);
+  atomic_init(&s->norm_bits, NORM_UNKNOWN);
   s->tensors = *list;
   if (build_specs(s) < 0) {
     /* Give the tensors back before freeing the rest. */
@@ -76,6 +86,25 @@ int fedc_snapshot_new(fedc_tensor_list *list, fedc_snapshot **out)
   }
   fedc_tensor_list_init(list);
   *out = s;
+  return 0;
+}
+
+int fedc_snapshot_new_difference(fedc_tensor_list *list,
+                                 const fedc_tensor_list *base,
+                                 fedc_snapshot **out)
+{
+  double norm;
+  uint64_t bits;
+  int rc;
+
+  *out = NULL;
+  rc = fedc_tensor_list_sub(list, base, &norm);
+  if (rc == 0)
+    rc = fedc_snapshot_new(list, out);
+  if (rc < 0)
+    return rc;
+  memcpy(&bits, &norm, sizeof(bits));
+  atomic_store_explicit(&(*out)->norm_bits, bits, memory_order_relaxed);
   return 0;
 }
 
@@ -108,10 +137,48 @@ fedc_tensor_list *fedc_snapshot_mutable(fedc_snapshot *snapshot)
    * happen before our writes. */
   if (atomic_load_explicit(&snapshot->refs, memory_order_acquire) != 1)
     return NULL;
+  atomic_store_explicit(&snapshot->norm_bits, NORM_UNKNOWN,
+                        memory_order_relaxed);
   return &snapshot->tensors;
+}
+
+double fedc_snapshot_norm(fedc_snapshot *snapshot)
+{
+  uint64_t bits = atomic_load_explicit(&snapshot->norm_bits,
+                                       memory_order_relaxed);
+  double norm;
+
+  if (bits != NORM_UNKNOWN) {
+    memcpy(&norm, &bits, sizeof(norm));
+    return norm;
+  }
+  /* Two threads may both compute it; they store the same value. */
+  norm = fedc_tensor_list_norm(&snapshot->tensors);
+  if (isnan(norm))
+    norm = NAN;
+  memcpy(&bits, &norm, sizeof(bits));
+  atomic_store_explicit(&snapshot->norm_bits, bits, memory_order_relaxed);
+  return norm;
 }
 
 Fedc__TensorSpec **fedc_snapshot_specs(const fedc_snapshot *snapshot)
 {
   return snapshot->specs;
+}
+
+static bool has_f64(const fedc_tensor_list *list)
+{
+  for (size_t i = 0; i < list->count; i++)
+    if (list->items[i].dtype == FEDC_DTYPE_F64)
+      return true;
+  return false;
+}
+
+int fedc_snapshot_check_finite(fedc_snapshot *snapshot)
+{
+  /* A float squared in double cannot overflow, so without F64 tensors the
+   * norm is finite exactly when every value is. */
+  if (!has_f64(&snapshot->tensors))
+    return isfinite(fedc_snapshot_norm(snapshot)) ? 0 : FEDC_ENONFINITE;
+  return fedc_tensor_list_check_finite(&snapshot->tensors);
 }

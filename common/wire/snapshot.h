@@ -26,6 +26,15 @@ typedef struct fedc_snapshot fedc_snapshot;
  * elements, or FEDC_ENOMEM; list is unchanged on error. */
 int fedc_snapshot_new(fedc_tensor_list *list, fedc_snapshot **out);
 
+/* Subtracts base from list with fedc_tensor_list_sub() and creates a
+ * snapshot of the differences as fedc_snapshot_new() does, their norm
+ * already known to fedc_snapshot_norm(): a client's update, read once.
+ * Returns fedc_tensor_list_sub()'s errors, list still the caller's, or
+ * fedc_snapshot_new()'s. */
+int fedc_snapshot_new_difference(fedc_tensor_list *list,
+                                 const fedc_tensor_list *base,
+                                 fedc_snapshot **out);
+
 /* Adds a reference and returns snapshot. */
 fedc_snapshot *fedc_snapshot_ref(fedc_snapshot *snapshot);
 
@@ -37,8 +46,21 @@ const fedc_tensor_list *fedc_snapshot_tensors(const fedc_snapshot *snapshot);
 
 /* Returns the tensors for writing their data when the caller holds the only
  * reference, and NULL otherwise. Names, dtypes and shapes must not change,
- * because the wire specs point into them. */
+ * because the wire specs point into them. It forgets the norm kept by
+ * fedc_snapshot_norm(), so a caller asks for the tensors again before each
+ * change. */
 fedc_tensor_list *fedc_snapshot_mutable(fedc_snapshot *snapshot);
+
+/* Returns the L2 norm of the tensors as fedc_tensor_list_norm() computes
+ * it, NaN or Inf when some value is. The first call computes it and later
+ * ones return it at no cost, until fedc_snapshot_mutable() is called: a
+ * model sent to a hundred clients is checked once. */
+double fedc_snapshot_norm(fedc_snapshot *snapshot);
+
+/* Returns 0 when every F32 and F64 value is finite, else FEDC_ENONFINITE,
+ * as fedc_tensor_list_check_finite() does. Without F64 tensors it asks
+ * fedc_snapshot_norm(), so the answer is kept as the norm is. */
+int fedc_snapshot_check_finite(fedc_snapshot *snapshot);
 
 /* Returns the wire specs of the tensors, in tensor order; the array has
  * fedc_snapshot_tensors()->count entries and lives as long as the snapshot.

@@ -630,6 +630,47 @@ START_TEST(norm_bounding_scales)
 }
 END_TEST
 
+/* An update passed with its norm counts as fedc_agg_add() would count it:
+ * the same clipped FedAvg as norm_bounding_scales, and a non-finite norm
+ * rejected with the round unchanged. */
+START_TEST(add_with_known_norm)
+{
+  static const float zero[P];
+  static const float u[3][P] = {{3, 4, 0, 0, 0, 0},
+                                {0, 0, 0, 0, 0, 0.5f},
+                                {12, 0, 0, 0, 0, -5}};
+  static const double norms[] = {5, 0.5, 13};
+  static const double weights[] = {1, 1, 2};
+  const double want[P] = {(0.6 + 24.0 / 13.0) / 4.0, 0.2, 0, 0, 0,
+                          (0.5 - 10.0 / 13.0) / 4.0};
+  fedc_agg_config config;
+  fedc_tensor_list global, update;
+  fedc_agg *agg;
+
+  fedc_agg_config_default(&config, FEDC_AGG_FEDAVG);
+  config.clip_norm = 1.0;
+  agg = make_agg(&config);
+  make_model(&update, u[0]);
+  ck_assert_int_eq(fedc_agg_add_norm(agg, &update, 1.0, NAN),
+                   FEDC_ENONFINITE);
+  ck_assert_int_eq(fedc_agg_add_norm(agg, &update, 1.0, INFINITY),
+                   FEDC_ENONFINITE);
+  ck_assert_uint_eq(fedc_agg_count(agg), 0);
+  fedc_tensor_list_close(&update);
+  for (int k = 0; k < 3; k++) {
+    make_model(&update, u[k]);
+    ck_assert_int_eq(fedc_agg_add_norm(agg, &update, weights[k], norms[k]),
+                     0);
+    fedc_tensor_list_close(&update);
+  }
+  make_model(&global, zero);
+  ck_assert_int_eq(fedc_agg_finish(agg, &global), 0);
+  assert_model(&global, want, 1e-6);
+  fedc_tensor_list_close(&global);
+  fedc_agg_free(&agg);
+}
+END_TEST
+
 START_TEST(robust_rejects_leave_round)
 {
   static const float zero[P];
@@ -864,6 +905,7 @@ int main(void)
   tcase_add_test(robust, krum_picks_honest);
   tcase_add_test(robust, krum_too_few_updates);
   tcase_add_test(robust, norm_bounding_scales);
+  tcase_add_test(robust, add_with_known_norm);
   tcase_add_test(robust, robust_rejects_leave_round);
   tcase_add_test(api, finish_wrong_global_layout);
   tcase_add_test(api, finish_rejects_overflow);

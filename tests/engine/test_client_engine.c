@@ -192,6 +192,82 @@ START_TEST(task_trains_and_sends_update)
 }
 END_TEST
 
+/* Passes the update W - G0 taken by the driver as a snapshot. */
+static fedc_snapshot *driver_update(const float weights[TEST_PARAMS],
+                                    const fedc_snapshot *global)
+{
+  fedc_snapshot *update = NULL;
+  fedc_tensor_list list;
+
+  fedc_tensor_list_init(&list);
+  test_model(&list, weights);
+  ck_assert_int_eq(fedc_snapshot_new_difference(
+                     &list, fedc_snapshot_tensors(global), &update), 0);
+  return update;
+}
+
+/* An update the driver took itself is sent as it is, by reference; a
+ * non-finite one, one of another layout and one for an old task are not. */
+START_TEST(driver_update_sent_by_reference)
+{
+  fedc_client_train_result r = { .num_examples = 10, .loss = 0.25 };
+  fedc_snapshot *global = test_snapshot(G0);
+  fedc_snapshot *update = driver_update(W, global);
+  fedc_snapshot *other = NULL;
+  const fedc_client_action *a;
+  fedc_tensor_list wrong;
+  const uint64_t shape[1] = { 6 };
+  test_client t;
+
+  tc_start(&t);
+  tc_connect(&t);
+  tc_task(&t, 4, false);
+  fedc_client_actions_clear(&t.actions);
+  ck_assert_int_eq(fedc_client_engine_trained_update(t.engine, 0, 3, update,
+                                                     &r, &t.actions), 0);
+  ck_assert_uint_eq(t.actions.count, 0);
+  ck_assert_int_eq(fedc_client_engine_trained_update(t.engine, 0, 4, update,
+                                                     &r, &t.actions), 0);
+  ck_assert_uint_eq(t.actions.count, 2);
+  ck_assert_int_eq(tc_body(&t.actions.items[0]),
+                   FEDC__ENVELOPE__BODY_FIT_RESULT);
+  a = &t.actions.items[1];
+  ck_assert_int_eq(a->kind, FEDC_CLIENT_ACTION_SEND_STREAM);
+  ck_assert_ptr_eq(fedc_chunker_snapshot(a->stream.stream), update);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+
+  /* NaN in the update: an Error, no stream. */
+  tc_task(&t, 5, false);
+  fedc_snapshot_unref(&update);
+  update = driver_update(W, global);
+  ((float *)fedc_snapshot_mutable(update)->items[1].data)[0] = NAN;
+  fedc_client_actions_clear(&t.actions);
+  ck_assert_int_eq(fedc_client_engine_trained_update(t.engine, 0, 5, update,
+                                                     &r, &t.actions), 0);
+  ck_assert_uint_eq(t.actions.count, 1);
+  ck_assert_int_eq(fedc_message_envelope(t.actions.items[0].send.message)
+                     ->error->code, FEDC__ERROR_CODE__TRAINING_FAILED);
+
+  /* Another layout. */
+  tc_task(&t, 6, false);
+  fedc_tensor_list_init(&wrong);
+  ck_assert_int_eq(fedc_tensor_list_add(&wrong, "w", FEDC_DTYPE_F32, 1, shape,
+                                        W), 0);
+  ck_assert_int_eq(fedc_snapshot_new(&wrong, &other), 0);
+  fedc_client_actions_clear(&t.actions);
+  ck_assert_int_eq(fedc_client_engine_trained_update(t.engine, 0, 6, other,
+                                                     &r, &t.actions),
+                   FEDC_ESHAPE);
+  ck_assert_int_eq(fedc_message_envelope(t.actions.items[0].send.message)
+                     ->error->code, FEDC__ERROR_CODE__TRAINING_FAILED);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+  fedc_snapshot_unref(&other);
+  fedc_snapshot_unref(&update);
+  fedc_snapshot_unref(&global);
+  tc_stop(&t);
+}
+END_TEST
+
 START_TEST(disconnect_mid_task_drops_it)
 {
   test_client t;
@@ -538,6 +614,7 @@ static Suite *client_suite(void)
   TCase *tc = tcase_create("core");
 
   tcase_add_test(tc, task_trains_and_sends_update);
+  tcase_add_test(tc, driver_update_sent_by_reference);
   tcase_add_test(tc, disconnect_mid_task_drops_it);
   tcase_add_test(tc, server_error_and_goodbye_close);
   tcase_add_test(tc, bad_server_input_closes);

@@ -52,14 +52,30 @@ static void send_fit_result(test_server *s, uint64_t peer, uint64_t round,
   fedc_snapshot_unref(&layout);
 }
 
-/* Passes tensors to the server as a whole stream of round and kind. */
-static void send_tensors(test_server *s, uint64_t peer, uint64_t round,
-                         Fedc__StreamKind kind, const fedc_tensor_list *t)
+/* Passes snapshot to the server as a whole stream of round and kind. */
+static void send_snapshot(test_server *s, uint64_t peer, uint64_t round,
+                          Fedc__StreamKind kind, fedc_snapshot *snapshot)
 {
   fedc_server_actions_clear(&s->actions);
   ck_assert_int_eq(fedc_server_engine_received_tensors(s->engine, s->now,
-                                                       peer, round, kind, t,
+                                                       peer, round, kind,
+                                                       snapshot,
                                                        &s->actions), 0);
+}
+
+/* Passes a snapshot of a copy of t, dropped after the call as a sender
+ * would drop it. */
+static void send_tensors(test_server *s, uint64_t peer, uint64_t round,
+                         Fedc__StreamKind kind, const fedc_tensor_list *t)
+{
+  fedc_snapshot *snapshot = NULL;
+  fedc_tensor_list copy;
+
+  fedc_tensor_list_init(&copy);
+  ck_assert_int_eq(fedc_tensor_list_copy(&copy, t), 0);
+  ck_assert_int_eq(fedc_snapshot_new(&copy, &snapshot), 0);
+  send_snapshot(s, peer, round, kind, snapshot);
+  fedc_snapshot_unref(&snapshot);
 }
 
 /* A FitResult, then the update in memory. */
@@ -235,6 +251,7 @@ START_TEST(server_async_scales_copy)
   fedc_server_engine_config c;
   uint64_t task[MAX_PEERS] = { 0 };
   float g1[TEST_PARAMS], g2[TEST_PARAMS], sent[TEST_PARAMS];
+  fedc_snapshot *update = NULL;
   fedc_tensor_list list;
   test_server s;
 
@@ -264,12 +281,13 @@ START_TEST(server_async_scales_copy)
 
   fedc_tensor_list_init(&list);
   test_model(&list, U1);
+  ck_assert_int_eq(fedc_snapshot_new(&list, &update), 0);
   send_fit_result(&s, 1, task[1], 7);
-  send_tensors(&s, 1, task[1], FEDC__STREAM_KIND__UPDATE, &list);
+  send_snapshot(&s, 1, task[1], FEDC__STREAM_KIND__UPDATE, update);
   ts_assert_model(&s, g1);
-  test_values(&list, sent);
+  test_values(fedc_snapshot_tensors(update), sent);
   ck_assert_mem_eq(sent, U1, sizeof(sent));
-  fedc_tensor_list_close(&list);
+  fedc_snapshot_unref(&update);
 
   report(&s, 2, task[2], U2, 3);
   ts_assert_model(&s, g2);

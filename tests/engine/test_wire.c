@@ -240,42 +240,40 @@ START_TEST(assembler_checks_whole_stream)
   fedc_snapshot *model = odd_model();
   fedc_snapshot *other = test_snapshot((const float[TEST_PARAMS]){ 0 });
   Fedc__TensorSpec **specs = fedc_snapshot_specs(model);
-  const fedc_tensor_list *tensors = fedc_snapshot_tensors(model);
   fedc_chunker *chunks = NULL;
   fedc_assembler *a = NULL;
 
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs,
                                         4, &limits, NULL, &a, NULL, 0), 0);
-    ck_assert_int_eq(fedc_assembler_check_tensors(a, cases[i].round,
-                                                  cases[i].kind, tensors),
+    ck_assert_int_eq(fedc_assembler_check_snapshot(a, cases[i].round,
+                                                   cases[i].kind, model),
                      cases[i].rc);
     ck_assert_msg(strstr(fedc_assembler_reason(a), cases[i].reason),
                   "reason \"%s\"", fedc_assembler_reason(a));
     if (cases[i].rc == 1)
       ck_assert_uint_eq(fedc_assembler_received_bytes(a),
                         fedc_assembler_total_bytes(a));
-    ck_assert_int_eq(fedc_assembler_check_tensors(a, 3,
-                                                  FEDC__STREAM_KIND__UPDATE,
-                                                  tensors), FEDC_ESTATE);
+    ck_assert_int_eq(fedc_assembler_check_snapshot(a, 3,
+                                                   FEDC__STREAM_KIND__UPDATE,
+                                                   model), FEDC_ESTATE);
     fedc_assembler_free(&a);
   }
 
   /* Other tensors than the announced ones, and NaN in the right ones. */
   ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs, 4,
                                       &limits, NULL, &a, NULL, 0), 0);
-  ck_assert_int_eq(fedc_assembler_check_tensors(
-                     a, 3, FEDC__STREAM_KIND__UPDATE,
-                     fedc_snapshot_tensors(other)), FEDC_EFORMAT);
+  ck_assert_int_eq(fedc_assembler_check_snapshot(
+                     a, 3, FEDC__STREAM_KIND__UPDATE, other), FEDC_EFORMAT);
   fedc_assembler_free(&a);
-  ((float *)tensors->items[0].data)[14] = NAN;
+  ((float *)fedc_snapshot_mutable(model)->items[0].data)[14] = NAN;
   ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs, 4,
                                       &limits, NULL, &a, NULL, 0), 0);
-  ck_assert_int_eq(fedc_assembler_check_tensors(
-                     a, 3, FEDC__STREAM_KIND__UPDATE, tensors),
+  ck_assert_int_eq(fedc_assembler_check_snapshot(
+                     a, 3, FEDC__STREAM_KIND__UPDATE, model),
                    FEDC_ENONFINITE);
   fedc_assembler_free(&a);
-  ((float *)tensors->items[0].data)[14] = 1.0f;
+  ((float *)fedc_snapshot_mutable(model)->items[0].data)[14] = 1.0f;
 
   /* After a chunk, the stream can no longer come whole. */
   ck_assert_int_eq(fedc_assembler_new(3, FEDC__STREAM_KIND__UPDATE, specs, 4,
@@ -284,9 +282,9 @@ START_TEST(assembler_checks_whole_stream)
                                     &chunks), 0);
   ck_assert_int_eq(fedc_assembler_add(a, fedc_chunker_next(chunks)->chunk),
                    0);
-  ck_assert_int_eq(fedc_assembler_check_tensors(a, 3,
-                                                FEDC__STREAM_KIND__UPDATE,
-                                                tensors), FEDC_ESTATE);
+  ck_assert_int_eq(fedc_assembler_check_snapshot(a, 3,
+                                                 FEDC__STREAM_KIND__UPDATE,
+                                                 model), FEDC_ESTATE);
   fedc_assembler_free(&a);
   fedc_chunker_free(&chunks);
   fedc_snapshot_unref(&other);
@@ -622,6 +620,76 @@ START_TEST(snapshot_is_mutable_only_alone)
 }
 END_TEST
 
+/* The norm is the list's, kept until the tensors are asked for writing;
+ * finiteness follows it for F32 tensors, and an F64 value too large to
+ * square is still finite. */
+START_TEST(snapshot_keeps_norm)
+{
+  const float values[TEST_PARAMS] = { 3, 4, 0, 0, 12, 0 };
+  fedc_snapshot *floats = test_snapshot(values);
+  fedc_snapshot *mixed = odd_model();
+  fedc_tensor_list *w;
+
+  ck_assert_double_eq(fedc_snapshot_norm(floats), 13.0);
+  ck_assert_int_eq(fedc_snapshot_check_finite(floats), 0);
+  w = fedc_snapshot_mutable(floats);
+  ((float *)w->items[0].data)[1] = INFINITY;
+  ck_assert(isinf(fedc_snapshot_norm(floats)));
+  ck_assert_int_eq(fedc_snapshot_check_finite(floats), FEDC_ENONFINITE);
+  w = fedc_snapshot_mutable(floats);
+  ((float *)w->items[0].data)[1] = 4.0f;
+  ck_assert_double_eq(fedc_snapshot_norm(floats), 13.0);
+
+  ck_assert_double_eq(fedc_snapshot_norm(mixed),
+                      fedc_tensor_list_norm(fedc_snapshot_tensors(mixed)));
+  w = fedc_snapshot_mutable(mixed);
+  ((double *)w->items[1].data)[3] = 1e300;
+  ck_assert_int_eq(fedc_snapshot_check_finite(mixed), 0);
+  ck_assert(isinf(fedc_snapshot_norm(mixed)));
+  w = fedc_snapshot_mutable(mixed);
+  ((double *)w->items[1].data)[3] = NAN;
+  ck_assert_int_eq(fedc_snapshot_check_finite(mixed), FEDC_ENONFINITE);
+  fedc_snapshot_unref(&mixed);
+  fedc_snapshot_unref(&floats);
+}
+END_TEST
+
+/* A snapshot of weights - base holds the differences and knows their
+ * norm; a NaN difference leaves the weights with the caller. */
+START_TEST(snapshot_of_difference)
+{
+  const float weights[TEST_PARAMS] = { 4, 6, 1, 1, 13, 1 };
+  const float base[TEST_PARAMS] = { 1, 2, 1, 1, 1, 1 };
+  fedc_tensor_list w, b;
+  fedc_snapshot *update = NULL;
+  const float *x;
+
+  fedc_tensor_list_init(&w);
+  fedc_tensor_list_init(&b);
+  test_model(&w, weights);
+  test_model(&b, base);
+  ck_assert_int_eq(fedc_snapshot_new_difference(&w, &b, &update), 0);
+  ck_assert_uint_eq(w.count, 0);
+  x = fedc_snapshot_tensors(update)->items[0].data;
+  ck_assert_float_eq(x[0], 3.0f);
+  ck_assert_float_eq(x[1], 4.0f);
+  ck_assert_double_eq(fedc_snapshot_norm(update), 13.0);
+  ck_assert_double_eq(fedc_snapshot_norm(update),
+                      fedc_tensor_list_norm(fedc_snapshot_tensors(update)));
+  fedc_snapshot_unref(&update);
+
+  fedc_tensor_list_init(&w);
+  test_model(&w, weights);
+  ((float *)b.items[1].data)[0] = NAN;
+  ck_assert_int_eq(fedc_snapshot_new_difference(&w, &b, &update),
+                   FEDC_ENONFINITE);
+  ck_assert_ptr_null(update);
+  ck_assert_uint_eq(w.count, 2);
+  fedc_tensor_list_close(&w);
+  fedc_tensor_list_close(&b);
+}
+END_TEST
+
 static Suite *wire_suite(void)
 {
   Suite *s = suite_create("wire");
@@ -640,6 +708,8 @@ static Suite *wire_suite(void)
   tcase_add_test(tc, message_limits);
   tcase_add_test(tc, message_shared_by_reference);
   tcase_add_test(tc, snapshot_is_mutable_only_alone);
+  tcase_add_test(tc, snapshot_keeps_norm);
+  tcase_add_test(tc, snapshot_of_difference);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -305,6 +305,70 @@ START_TEST(list_finite_check_long_f32)
 }
 END_TEST
 
+/* a - b element by element, with a difference that overflows to Inf or
+ * is NaN found wherever it sits, and lists it cannot subtract refused. */
+START_TEST(list_sub)
+{
+  const uint64_t shape[1] = { 1001 }, one[1] = { 1 };
+  const size_t at[] = { 0, 7, 500, 1000 };
+  const int32_t ints[1] = { 5 };
+  fedc_tensor_list a, b, c;
+  double norm = -1.0;
+  float *x, *y;
+  double *d;
+
+  fedc_tensor_list_init(&a);
+  fedc_tensor_list_init(&b);
+  fedc_tensor_list_init(&c);
+  ck_assert_int_eq(fedc_tensor_list_add(&a, "x", FEDC_DTYPE_F32, 1, shape,
+                                        NULL), 0);
+  ck_assert_int_eq(fedc_tensor_list_add(&a, "d", FEDC_DTYPE_F64, 1, one,
+                                        NULL), 0);
+  ck_assert_int_eq(fedc_tensor_list_copy(&b, &a), 0);
+  x = a.items[0].data;
+  y = b.items[0].data;
+  d = a.items[1].data;
+  for (int k = 0; k < 1001; k++) {
+    x[k] = (float)k;
+    y[k] = 0.25f * (float)k;
+  }
+  d[0] = 1.5;
+  ((double *)b.items[1].data)[0] = 0.5;
+  ck_assert_int_eq(fedc_tensor_list_sub(&a, &b, &norm), 0);
+  for (int k = 0; k < 1001; k++)
+    ck_assert_float_eq(x[k], 0.75f * (float)k);
+  ck_assert_double_eq(d[0], 1.0);
+  /* The same bits as the norm taken afterwards, not merely close. */
+  ck_assert_double_eq(norm, fedc_tensor_list_norm(&a));
+  ck_assert_double_gt(norm, 0.0);
+
+  for (size_t k = 0; k < 4; k++) {
+    x[at[k]] = 3e38f;
+    y[at[k]] = -3e38f;
+    ck_assert_int_eq(fedc_tensor_list_sub(&a, &b, NULL), FEDC_ENONFINITE);
+    ck_assert(isinf(x[at[k]]));
+    x[at[k]] = 1.0f;
+    y[at[k]] = NAN;
+    ck_assert_int_eq(fedc_tensor_list_sub(&a, &b, NULL), FEDC_ENONFINITE);
+    y[at[k]] = 0.0f;
+    x[at[k]] = 1.0f;
+    ck_assert_int_eq(fedc_tensor_list_sub(&a, &b, NULL), 0);
+  }
+
+  ck_assert_int_eq(fedc_tensor_list_add(&c, "x", FEDC_DTYPE_F32, 1, one,
+                                        NULL), 0);
+  ck_assert_int_eq(fedc_tensor_list_sub(&a, &c, NULL), FEDC_ESHAPE);
+  fedc_tensor_list_close(&c);
+  ck_assert_int_eq(fedc_tensor_list_add(&c, "i", FEDC_DTYPE_I32, 1, one,
+                                        ints), 0);
+  ck_assert_int_eq(fedc_tensor_list_sub(&c, &c, NULL), FEDC_EUNSUPPORTED);
+  ck_assert_int_eq(((const int32_t *)c.items[0].data)[0], 5);
+  fedc_tensor_list_close(&c);
+  fedc_tensor_list_close(&b);
+  fedc_tensor_list_close(&a);
+}
+END_TEST
+
 /* The norm counts F32 and F64 values and skips the others; on a long
  * tensor its lanes agree with a plain sum to rounding. */
 START_TEST(list_norm)
@@ -383,6 +447,7 @@ static Suite *tensor_suite(void)
   tcase_add_test(tc, list_finite_check);
   tcase_add_test(tc, list_finite_check_long_f32);
   tcase_add_test(tc, list_norm);
+  tcase_add_test(tc, list_sub);
   tcase_add_test(tc, list_add_owned_takes_data);
   suite_add_tcase(s, tc);
   return s;
