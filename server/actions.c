@@ -43,6 +43,9 @@ static void release(fedc_server_action *a)
   case FEDC_SERVER_ACTION_SEND_STREAM:
     fedc_chunker_free(&a->stream.stream);
     break;
+  case FEDC_SERVER_ACTION_CLOSE_ALL:
+    fedc_message_free(&a->close_all.message);
+    break;
   case FEDC_SERVER_ACTION_EVALUATE:
     fedc_snapshot_unref(&a->evaluate.model);
     break;

@@ -9,7 +9,12 @@
  * Ordering contract: messages and streams for one peer go out in action
  * order, and a stream is sent whole before the next message to that peer.
  * A CLOSE may drop whatever is still queued for its peer; the engine puts
- * an Error or Goodbye before it, which the driver sends if it can. */
+ * an Error or Goodbye before it, which the driver sends if it can. A
+ * CLOSE_ALL acts on the peers still open when the driver reaches it, after
+ * the actions before it. It queues its Goodbye behind what each of them
+ * already has and, as a CLOSE does, may drop their queued streams. Peers
+ * that an earlier CLOSE closed are left alone. The engine forgets every
+ * peer when it emits a CLOSE_ALL and emits nothing for them afterwards. */
 #ifndef FEDC_SERVER_ACTIONS_H
 #define FEDC_SERVER_ACTIONS_H
 
@@ -75,6 +80,9 @@ enum fedc_server_action_kind {
   FEDC_SERVER_ACTION_SEND = 1,     /* send: message to peer */
   FEDC_SERVER_ACTION_SEND_STREAM,  /* stream: every chunk of it to peer */
   FEDC_SERVER_ACTION_CLOSE,        /* close: close peer, log the reason */
+  FEDC_SERVER_ACTION_CLOSE_ALL,    /* close_all: send message to every open
+                                      peer, then close each of them; one
+                                      action ends the run for all peers */
   FEDC_SERVER_ACTION_START_TIMER,  /* timer: call fedc_server_engine_timer()
                                       with id after delay_ms */
   FEDC_SERVER_ACTION_CANCEL_TIMER, /* timer: id will not be needed */
@@ -104,6 +112,10 @@ typedef struct fedc_server_action {
       char client_id[FEDC_ID_MAX + 1];  /* "" before the Hello */
       char reason[FEDC_REASON_MAX];
     } close;
+    struct {
+      fedc_message *message;     /* owned; the Goodbye for every peer */
+      char reason[FEDC_REASON_MAX];
+    } close_all;
     struct {
       uint64_t id;
       uint64_t delay_ms;         /* START_TIMER only */

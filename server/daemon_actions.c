@@ -45,14 +45,13 @@ void fedc_server_count_reject(fedc_server_daemon *d, const char *reason)
                    "Peers dropped for bad input, by reason.", 1);
 }
 
-/* Returns the client id for a log line: the engine's, or before an
- * accepted Hello the CN of the certificate that the TLS handshake
- * verified. */
-static const char *close_client_name(const fedc_server_action *a,
+/* Returns the client id for a log line: the engine's client_id, or when
+ * that is "" the CN of the certificate that the TLS handshake verified. */
+static const char *close_client_name(const char *client_id,
                                      const server_peer *peer)
 {
-  if (a->close.client_id[0] != '\0')
-    return a->close.client_id;
+  if (client_id[0] != '\0')
+    return client_id;
   if (peer != NULL && fedc_conn_identity(peer->conn)[0] != '\0')
     return fedc_conn_identity(peer->conn);
   return "unknown";
@@ -63,7 +62,7 @@ static void close_peer(fedc_server_daemon *d, const fedc_server_action *a)
 {
   server_peer *peer = fedc_server_peer_find(d, a->close.peer);
   const char *address = peer != NULL ? fedc_conn_peer(peer->conn) : "-";
-  const char *client = close_client_name(a, peer);
+  const char *client = close_client_name(a->close.client_id, peer);
 
   if (a->close.reject != FEDC_REJECT_NONE) {
     const char *name = fedc_server_reject_name(a->close.reject);
@@ -80,6 +79,35 @@ static void close_peer(fedc_server_daemon *d, const fedc_server_action *a)
   peer->closed_by_engine = true;
   fedc_outbox_flush_messages(&peer->outbox, peer->conn);
   fedc_conn_close(peer->conn);
+}
+
+/* Sends the Goodbye of a CLOSE_ALL to every connection that no CLOSE has
+ * closed yet, which are the engine's peers, and closes each of them. Each
+ * close is logged at debug level with the certificate CN, because the
+ * engine no longer has the client ids. One info line sums them up, since
+ * a line each at info would flood the log at 10^5 clients. */
+static void close_all_peers(fedc_server_daemon *d, const fedc_server_action *a)
+{
+  size_t closed = 0;
+
+  for (size_t i = 0; i < d->npeers; i++) {
+    server_peer *peer = d->peers[i];
+    fedc_message *bye;
+
+    if (peer->closed_by_engine)
+      continue;
+    fedc_debug(LOG_COMPONENT, "closing peer=%s client=%s: %s",
+               fedc_conn_peer(peer->conn), close_client_name("", peer),
+               a->close_all.reason);
+    peer->closed_by_engine = true;
+    bye = fedc_message_ref(a->close_all.message);
+    fedc_outbox_push_message(&peer->outbox, &bye);
+    fedc_outbox_flush_messages(&peer->outbox, peer->conn);
+    fedc_conn_close(peer->conn);
+    closed++;
+  }
+  fedc_info(LOG_COMPONENT, "closing every peer count=%zu: %s", closed,
+            a->close_all.reason);
 }
 
 static void on_timer_closed(uv_handle_t *handle)
@@ -307,6 +335,9 @@ static void carry_out(fedc_server_daemon *d, fedc_server_action *a)
     break;
   case FEDC_SERVER_ACTION_CLOSE:
     close_peer(d, a);
+    break;
+  case FEDC_SERVER_ACTION_CLOSE_ALL:
+    close_all_peers(d, a);
     break;
   case FEDC_SERVER_ACTION_START_TIMER:
     start_timer(d, a);

@@ -256,6 +256,7 @@ static int init_engine(fedc_server_engine *e,
   e->config.model_spec = e->model_spec;
   e->config.server_id = e->server_id;
   fedc_peers_init(&e->peers);
+  fedc_peers_init(&e->closed_peers);
   e->next_timer = 1;
   e->oort.exploration = config->oort.exploration;
   e->oort.preferred_ms = (double)config->oort.preferred_ms;
@@ -309,6 +310,7 @@ void fedc_server_engine_free(fedc_server_engine **engine)
     return;
   e = *engine;
   fedc_peers_close(&e->peers);
+  fedc_peers_close(&e->closed_peers);
   fedc_async_close(e);
   fedc_agg_free(&e->agg);
   fedc_round_forget_previous(e);

@@ -3,11 +3,12 @@
  * The engine takes events: peer connected, message received, peer lost,
  * timer fired, evaluation finished. For each it appends actions to a
  * fedc_server_actions list that the caller drains: send a message or a
- * chunk stream, close a peer, start or cancel a timer, evaluate,
- * checkpoint, round finished. It never touches a socket, a clock, a file or a thread,
- * so the daemon (libuv), the simulator (virtual clock) and the tests
- * (scripted events) drive the same code. Every event carries the driver's
- * time in milliseconds from any fixed origin; it must not go backwards.
+ * chunk stream, close a peer or every peer, start or cancel a timer,
+ * evaluate, checkpoint, round finished. It never touches a socket, a
+ * clock, a file or a thread, so the daemon (libuv), the simulator (virtual
+ * clock) and the tests (scripted events) drive the same code. Every event
+ * carries the driver's time in milliseconds from any fixed origin; it must
+ * not go backwards.
  *
  * Synchronous rounds (the default): once enough clients are idle the
  * engine samples a cohort with a seeded generator (uniformly, by Poisson
@@ -319,16 +320,16 @@ int fedc_server_engine_evaluated(fedc_server_engine *engine, uint64_t now_ms,
  * a Goodbye at once, but the open round still closes, as soon as its
  * quorum has reported, at its deadline or after timeout_ms, whichever
  * comes first. It is then aggregated (or abandoned), evaluated when due and
- * checkpointed, and the engine ends with Goodbyes and DONE (not failed).
+ * checkpointed, and the engine ends with a CLOSE_ALL and DONE (not failed).
  * In the asynchronous modes no new task is sent; once the tasks out have
  * reported, or at the timeout, the partial buffer is applied. Without an
  * open round it ends at once. */
 int fedc_server_engine_drain(fedc_server_engine *engine, uint64_t now_ms,
                              uint64_t timeout_ms, fedc_server_actions *out);
 
-/* Stops: drops an open round, sends every peer a Goodbye and closes it,
- * cancels the deadline and ends with DONE. Later connections are closed
- * at once. */
+/* Stops: drops an open round, sends every peer a Goodbye and closes it
+ * with one CLOSE_ALL, cancels the deadline and ends with DONE. Later
+ * connections get a Goodbye and a CLOSE at once. */
 int fedc_server_engine_shutdown(fedc_server_engine *engine, uint64_t now_ms,
                                 const char *reason, fedc_server_actions *out);
 

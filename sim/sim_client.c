@@ -164,6 +164,19 @@ void fedc_sim_client_disconnect(fedc_sim *sim, uint32_t client,
     fedc_sim_server_lost(sim, conn);
 }
 
+void fedc_sim_client_disconnect_all(fedc_sim *sim)
+{
+  for (uint32_t i = 0; i < sim->client_count; i++) {
+    sim_client *c = &sim->clients[i];
+
+    if (!(c->flags & SIM_CONNECTED))
+      continue;
+    c->flags &= (uint8_t)~SIM_CONNECTED;
+    if (c->slot != SIM_NO_SLOT)
+      release_slot(sim, i);
+  }
+}
+
 void fedc_sim_client_schedule_reconnect(fedc_sim *sim, uint32_t client)
 {
   sim_client *c = &sim->clients[client];

@@ -147,6 +147,12 @@ void fedc_sim_client_schedule_reconnect(fedc_sim *sim, uint32_t client);
 void fedc_sim_client_disconnect(fedc_sim *sim, uint32_t client,
                                 bool tell_server);
 
+/* Ends every open connection for the server's CLOSE_ALL at the end of a
+ * run. Sends neither engine an event, wakes no parked engine and
+ * schedules no reconnect, because the run is over. Frees the live client
+ * engines. */
+void fedc_sim_client_disconnect_all(fedc_sim *sim);
+
 /* Returns the live slot of an open connection, rebuilding a parked engine
  * first; NULL when it cannot be rebuilt (sim->err is set). */
 sim_slot *fedc_sim_client_wake(fedc_sim *sim, uint32_t client);

@@ -72,6 +72,17 @@ static void close_peer(fedc_sim *sim, const fedc_server_action *a)
   fedc_sim_client_schedule_reconnect(sim, client);
 }
 
+/* Ends every connection at the end of the run. The Goodbye is dropped,
+ * as sent_before_close() drops one before a single CLOSE. The connections
+ * close at once, and delivering it would rebuild every parked client
+ * engine only to read it. */
+static void close_all_peers(fedc_sim *sim, const fedc_server_action *a)
+{
+  fedc_info("sim", "server closed every connection reason=\"%s\"",
+            a->close_all.reason);
+  fedc_sim_client_disconnect_all(sim);
+}
+
 static void carry_out(fedc_sim *sim, fedc_server_action *a)
 {
   double now = fedc_eventq_now(&sim->events);
@@ -86,6 +97,9 @@ static void carry_out(fedc_sim *sim, fedc_server_action *a)
     break;
   case FEDC_SERVER_ACTION_CLOSE:
     close_peer(sim, a);
+    break;
+  case FEDC_SERVER_ACTION_CLOSE_ALL:
+    close_all_peers(sim, a);
     break;
   case FEDC_SERVER_ACTION_START_TIMER:
     fedc_sim_push(sim, now + (double)a->timer.delay_ms / 1000.0,
@@ -113,8 +127,7 @@ static void carry_out(fedc_sim *sim, fedc_server_action *a)
 /* Returns whether action i sends a message to the peer that action i + 1
  * closes, as the engine's Goodbye or Error before a CLOSE does. The
  * connection closes at once, so the message would be dropped on arrival,
- * and sending it would wake a parked client engine for nothing: at the end
- * of a run, every one of them. */
+ * and sending it would wake a parked client engine for nothing. */
 static bool sent_before_close(const fedc_server_actions *acts, size_t i)
 {
   const fedc_server_action *a = &acts->items[i];

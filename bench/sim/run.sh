@@ -6,8 +6,8 @@
 #             regression on Fashion-MNIST: peak RSS and the share of a
 #             round's real time the event loop spends on anything but
 #             waiting for training and evaluation results, over all 30
-#             rounds and over the first 29: the last round also contains the
-#             end of the run, a Goodbye to every client.
+#             rounds and over the first 29, because the last round also
+#             contains the end of the run, a Goodbye to every client.
 #   accuracy  100 clients, 10 per round, Dirichlet(0.5) label skew, the
 #             MLP, 200 rounds: test accuracy.
 #   tls       --transport tls with 200 fedc-client processes, 5 rounds.

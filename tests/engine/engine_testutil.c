@@ -219,6 +219,25 @@ void ts_assert_rejected(const test_server *s, uint64_t peer,
                 "reason \"%s\" lacks \"%s\"", close->close.reason, text);
 }
 
+void ts_assert_closed_all(const test_server *s, const char *reason)
+{
+  const fedc_server_action *all = ts_find(s, FEDC_SERVER_ACTION_CLOSE_ALL,
+                                          UINT64_MAX);
+  const fedc_server_action *done = ts_find(s, FEDC_SERVER_ACTION_DONE,
+                                           UINT64_MAX);
+  const Fedc__Envelope *env;
+
+  ck_assert_uint_eq(ts_count(s, FEDC_SERVER_ACTION_CLOSE), 0);
+  ck_assert_uint_eq(ts_count(s, FEDC_SERVER_ACTION_CLOSE_ALL), 1);
+  ck_assert_ptr_nonnull(done);
+  ck_assert(all < done);
+  ck_assert_str_eq(all->close_all.reason, reason);
+  ck_assert_ptr_nonnull(all->close_all.message);
+  env = fedc_message_envelope(all->close_all.message);
+  ck_assert_int_eq(env->body_case, FEDC__ENVELOPE__BODY_GOODBYE);
+  ck_assert_str_eq(env->goodbye->reason, reason);
+}
+
 void test_drain(fedc_chunker *stream, Fedc__TensorSpec **specs, size_t n,
                 fedc_tensor_list *out)
 {

@@ -77,6 +77,10 @@ void ts_assert_rejected(const test_server *s, uint64_t peer,
                         enum fedc_server_reject reject, Fedc__ErrorCode code,
                         const char *text);
 
+/* Asserts that the last event ended the run for every peer: no CLOSE,
+ * one CLOSE_ALL carrying a Goodbye with reason, and DONE after it. */
+void ts_assert_closed_all(const test_server *s, const char *reason);
+
 /* Reassembles every chunk of stream, announced by specs, into out
  * (initialised), asserting that each chunk is valid. */
 void test_drain(fedc_chunker *stream, Fedc__TensorSpec **specs, size_t n,

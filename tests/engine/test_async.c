@@ -93,6 +93,7 @@ START_TEST(fedbuff_staleness_by_hand)
   const float g2[TEST_PARAMS] = { 6.5f, 8.5f, 6, 5.5f, 1.875f, 1.75f };
   fedc_server_engine_config c;
   const fedc_round_metrics *m;
+  const fedc_server_action *cancel;
   uint64_t a_first;
   async_run r;
 
@@ -123,9 +124,14 @@ START_TEST(fedbuff_staleness_by_hand)
   report(&r, 1, UD, 1);
   ts_assert_model(&r.s, g2);
 
-  /* total_rounds 2: the tasks still out are cancelled and the run ends. */
+  /* total_rounds 2: the tasks still out are cancelled and the run ends.
+   * The Cancel goes out before the Goodbye of the CLOSE_ALL. */
   ck_assert_uint_eq(ts_count(&r.s, FEDC_SERVER_ACTION_DONE), 1);
-  ck_assert_ptr_nonnull(ts_find(&r.s, FEDC_SERVER_ACTION_SEND, 2));
+  cancel = ts_find(&r.s, FEDC_SERVER_ACTION_SEND, 2);
+  ck_assert_ptr_nonnull(cancel);
+  ck_assert_int_eq(ts_body(cancel), FEDC__ENVELOPE__BODY_CANCEL);
+  ts_assert_closed_all(&r.s, "all rounds finished");
+  ck_assert(cancel < ts_find(&r.s, FEDC_SERVER_ACTION_CLOSE_ALL, UINT64_MAX));
   ck_assert_int_eq(fedc_server_engine_phase(r.s.engine), FEDC_SERVER_DONE);
   test_server_stop(&r.s);
 }

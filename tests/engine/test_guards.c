@@ -345,6 +345,7 @@ START_TEST(abandoned_rounds_back_off_then_stop)
   ck_assert(a->done.failed);
   ck_assert_msg(strstr(a->done.reason, "4 rounds in a row were abandoned")
                 != NULL, "reason \"%s\"", a->done.reason);
+  ts_assert_closed_all(&s, a->done.reason);
   ck_assert_int_eq(fedc_server_engine_phase(s.engine), FEDC_SERVER_DONE);
   ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->rounds_abandoned, 4);
   test_server_stop(&s);
@@ -400,6 +401,7 @@ START_TEST(run_without_aggregated_round_fails)
   ck_assert_int_eq(last_action(&s)->kind, FEDC_SERVER_ACTION_DONE);
   ck_assert(last_action(&s)->done.failed);
   ck_assert_str_eq(last_action(&s)->done.reason, "all rounds finished");
+  ts_assert_closed_all(&s, "all rounds finished");
   test_server_stop(&s);
 }
 END_TEST
@@ -448,7 +450,7 @@ START_TEST(drain_finishes_open_round)
   ck_assert_uint_eq(a->checkpoint.round, 1);
   ck_assert(finished(&s)->aggregated);
   ck_assert_uint_eq(tasks_sent(&s), 0);
-  ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_CLOSE), 4);
+  ts_assert_closed_all(&s, "server shutting down");
   ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_CANCEL_TIMER), 1);
   a = last_action(&s);
   ck_assert_int_eq(a->kind, FEDC_SERVER_ACTION_DONE);
@@ -493,7 +495,7 @@ START_TEST(drain_between_rounds_ends_at_once)
   test_server_start(&s, &c, G0, 0);
   hello_all(&s, 2);
   drain(&s, 5000);
-  ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_CLOSE), 2);
+  ts_assert_closed_all(&s, "server shutting down");
   ck_assert_int_eq(last_action(&s)->kind, FEDC_SERVER_ACTION_DONE);
   drain(&s, 5000);
   ck_assert_uint_eq(s.actions.count, 0);

@@ -185,22 +185,25 @@ START_TEST(full_round_three_clients)
   for (uint64_t p = 1; p <= 3; p++)
     assert_task(&s, p, 2, G1);
 
-  /* Round 2 is the last: after it every client gets a Goodbye. */
+  /* Round 2 is the last: after it every client gets a Goodbye, through
+   * one CLOSE_ALL rather than a SEND and a CLOSE each. */
   report_honest(&s, 2);
   ts_assert_model(&s, G2);
   ts_evaluated(&s, 2, 0.6, 0.9);
   ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_CHECKPOINT);
   ck_assert_int_eq(s.actions.items[1].kind, FEDC_SERVER_ACTION_ROUND_FINISHED);
-  ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_CLOSE), 3);
-  ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_SEND), 3);
-  ck_assert_int_eq(ts_body(ts_find(&s, FEDC_SERVER_ACTION_SEND, 2)),
-                   FEDC__ENVELOPE__BODY_GOODBYE);
+  ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_SEND), 0);
+  ts_assert_closed_all(&s, "all rounds finished");
   ck_assert_int_eq(s.actions.items[s.actions.count - 1].kind,
                    FEDC_SERVER_ACTION_DONE);
   ck_assert_int_eq(fedc_server_engine_phase(s.engine), FEDC_SERVER_DONE);
   ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->rounds_aggregated, 2);
   ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->results_accepted, 6);
   ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->peers, 0);
+
+  /* The engine no longer has the peers that the CLOSE_ALL closed. */
+  ts_lost(&s, 2);
+  ck_assert_uint_eq(s.actions.count, 0);
 
   /* A client that connects now is turned away. */
   ts_connect(&s, 7, NULL);
@@ -939,13 +942,55 @@ START_TEST(shutdown_mid_round)
   ck_assert_int_eq(fedc_server_engine_shutdown(s.engine, s.now, NULL,
                                                &s.actions), 0);
   ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_CANCEL_TIMER);
-  ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_CLOSE), 4);
+  ts_assert_closed_all(&s, "server shutting down");
   ck_assert_uint_eq(ts_count(&s, FEDC_SERVER_ACTION_CHECKPOINT), 0);
   ck_assert_int_eq(s.actions.items[s.actions.count - 1].kind,
                    FEDC_SERVER_ACTION_DONE);
   ck_assert_str_eq(s.actions.items[s.actions.count - 1].done.reason,
                    "server shutting down");
   ts_assert_model(&s, G0);
+  test_server_stop(&s);
+}
+END_TEST
+
+/* Ending the run takes the same two actions at any number of peers. */
+START_TEST(shutdown_many_peers_one_action)
+{
+  fedc_server_engine_config c;
+  char id[16];
+  test_server s;
+
+  test_server_config(&c, 100000);
+  test_server_start(&s, &c, G0, 0);
+  for (uint64_t p = 1; p <= 1000; p++) {
+    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p);
+    ts_hello(&s, p, id);
+  }
+  fedc_server_actions_clear(&s.actions);
+  ck_assert_int_eq(fedc_server_engine_shutdown(s.engine, s.now, NULL,
+                                               &s.actions), 0);
+  ck_assert_uint_eq(s.actions.count, 2);
+  ts_assert_closed_all(&s, "server shutting down");
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->peers, 0);
+  ck_assert_uint_eq(fedc_server_engine_stats(s.engine)->clients, 0);
+  test_server_stop(&s);
+}
+END_TEST
+
+/* Without a peer there is nothing to close: DONE alone. */
+START_TEST(shutdown_without_peers)
+{
+  fedc_server_engine_config c;
+  test_server s;
+
+  test_server_config(&c, 3);
+  test_server_start(&s, &c, G0, 0);
+  fedc_server_actions_clear(&s.actions);
+  ck_assert_int_eq(fedc_server_engine_shutdown(s.engine, s.now, "stop",
+                                               &s.actions), 0);
+  ck_assert_uint_eq(s.actions.count, 1);
+  ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_DONE);
+  ck_assert_str_eq(s.actions.items[0].done.reason, "stop");
   test_server_stop(&s);
 }
 END_TEST
@@ -1002,6 +1047,8 @@ static Suite *server_suite(void)
   tcase_add_test(tc, resume_starts_next_round);
   tcase_add_test(tc, close_at_quorum_and_evaluate_every);
   tcase_add_test(tc, shutdown_mid_round);
+  tcase_add_test(tc, shutdown_many_peers_one_action);
+  tcase_add_test(tc, shutdown_without_peers);
   tcase_add_test(tc, many_peers_connect_and_leave);
   suite_add_tcase(s, tc);
   return s;

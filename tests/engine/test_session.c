@@ -26,6 +26,8 @@ typedef struct world {
   fedc_server_actions server_actions;
   fedc_client_actions client_actions;
   uint64_t finished_rounds;
+  uint64_t close_alls;         /* CLOSE_ALL actions carried out */
+  uint64_t goodbyes;           /* clients that closed after a Goodbye */
   bool done;
 } world;
 
@@ -93,6 +95,7 @@ static void run_client_actions(world *w, size_t k)
       run_client_actions(w, k);
     } else if (a->kind == FEDC_CLIENT_ACTION_CLOSE) {
       ck_assert(a->close.goodbye);
+      w->goodbyes++;
       fedc_server_actions_clear(&w->server_actions);
       ck_assert_int_eq(fedc_server_engine_lost(w->server, 0, k + 1,
                                                &w->server_actions), 0);
@@ -102,6 +105,21 @@ static void run_client_actions(world *w, size_t k)
     }
   }
   fedc_client_actions_close(&mine);
+}
+
+/* Delivers the Goodbye of a CLOSE_ALL to every client still connected,
+ * then closes each connection, as a driver does. */
+static void close_all(world *w, const fedc_server_action *a)
+{
+  w->close_alls++;
+  for (size_t k = 0; k < CLIENTS; k++) {
+    if (fedc_client_engine_state(w->clients[k]) == FEDC_CLIENT_DISCONNECTED)
+      continue;
+    to_client(w, k, fedc_message_envelope(a->close_all.message));
+    fedc_client_actions_clear(&w->client_actions);
+    ck_assert_int_eq(fedc_client_engine_lost(w->clients[k], 0,
+                                             &w->client_actions), 0);
+  }
 }
 
 static void run_server_actions(world *w)
@@ -125,6 +143,9 @@ static void run_server_actions(world *w)
       fedc_client_actions_clear(&w->client_actions);
       ck_assert_int_eq(fedc_client_engine_lost(w->clients[a->close.peer - 1],
                                                0, &w->client_actions), 0);
+      break;
+    case FEDC_SERVER_ACTION_CLOSE_ALL:
+      close_all(w, a);
       break;
     case FEDC_SERVER_ACTION_ROUND_FINISHED:
       ck_assert(a->round_finished.aggregated);
@@ -174,6 +195,8 @@ START_TEST(two_rounds_in_memory)
 
   ck_assert(w.done);
   ck_assert_uint_eq(w.finished_rounds, 2);
+  ck_assert_uint_eq(w.close_alls, 1);
+  ck_assert_uint_eq(w.goodbyes, CLIENTS);
   for (int i = 0; i < TEST_PARAMS; i++)
     want[i] = G0[i] + 2 * 2.75f;
   test_values(fedc_server_engine_model(w.server), got);
