@@ -13,7 +13,9 @@ metrics=$it_dir/metrics.jsonl
 ckpt=$it_dir/ckpt/model.safetensors
 checkpoint_py="/usr/bin/python3 $FEDC_SOURCE_ROOT/tests/integration/checkpoint.py"
 
-start_server server1 --rounds 5 --min-clients 2 --quorum 1 --local-epochs 2 \
+# 40 local epochs keep round 1 open for about a second, so the signal
+# finds it open: with 2, the round could close before the signal is sent.
+start_server server1 --rounds 5 --min-clients 2 --quorum 1 --local-epochs 40 \
   --round-timeout 120000 --drain-timeout 60000 --metrics "$metrics" \
   --checkpoint-dir "$it_dir/ckpt" --test-data "$it_dir/data/test.safetensors"
 start_client client-0001
