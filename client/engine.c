@@ -16,8 +16,8 @@
 struct fedc_client_engine {
   fedc_client_config config;
   char client_id[FEDC_ID_MAX + 1];
-  char *trainer;             /* copies of the Hello's optional strings */
-  char *platform;
+  char trainer[FEDC_ID_MAX + 1];   /* copies of the Hello's optional */
+  char platform[FEDC_ID_MAX + 1];  /* strings; config points at them */
 
   enum fedc_client_state state;
   uint32_t chunk_bytes;
@@ -60,16 +60,14 @@ void fedc_client_config_default(fedc_client_config *config)
   config->chunk_bytes = 1u << 20;
 }
 
-static char *copy_optional(const char *s, int *rc)
+/* Copies the optional string s into buf and returns buf, or NULL for a
+ * missing s. Longer strings are cut to FEDC_ID_MAX bytes. */
+static const char *copy_optional(const char *s, char buf[FEDC_ID_MAX + 1])
 {
-  char *copy;
-
   if (!s)
     return NULL;
-  copy = strndup(s, FEDC_ID_MAX);
-  if (!copy)
-    *rc = FEDC_ENOMEM;
-  return copy;
+  snprintf(buf, FEDC_ID_MAX + 1, "%s", s);
+  return buf;
 }
 
 int fedc_client_engine_new(const fedc_client_config *config,
@@ -77,7 +75,6 @@ int fedc_client_engine_new(const fedc_client_config *config,
 {
   const char *id = config->hello.client_id;
   fedc_client_engine *e;
-  int rc = 0;
 
   *out = NULL;
   if (!id || id[0] == '\0' || strlen(id) > FEDC_ID_MAX)
@@ -91,16 +88,11 @@ int fedc_client_engine_new(const fedc_client_config *config,
 
   e->config = *config;
   snprintf(e->client_id, sizeof(e->client_id), "%s", id);
-  e->trainer = copy_optional(config->hello.trainer, &rc);
-  e->platform = copy_optional(config->hello.platform, &rc);
   e->config.hello.client_id = e->client_id;
-  e->config.hello.trainer = e->trainer;
-  e->config.hello.platform = e->platform;
+  e->config.hello.trainer = copy_optional(config->hello.trainer, e->trainer);
+  e->config.hello.platform = copy_optional(config->hello.platform,
+                                           e->platform);
   e->chunk_bytes = config->chunk_bytes;
-  if (rc < 0) {
-    fedc_client_engine_free(&e);
-    return rc;
-  }
   *out = e;
   return 0;
 }
@@ -119,8 +111,6 @@ void fedc_client_engine_free(fedc_client_engine **engine)
   if (!engine || !*engine)
     return;
   drop_task(*engine);
-  free((*engine)->trainer);
-  free((*engine)->platform);
   free(*engine);
   *engine = NULL;
 }
@@ -190,6 +180,22 @@ int fedc_client_engine_connected(fedc_client_engine *engine, uint64_t now_ms,
   engine->refused_round = 0;
   engine->state = FEDC_CLIENT_HELLO_SENT;
   return 0;
+}
+
+static int on_welcome(fedc_client_engine *e, const Fedc__Welcome *w,
+                      fedc_client_actions *out);
+
+int fedc_client_engine_resume(fedc_client_engine *engine, uint64_t now_ms,
+                              const Fedc__Welcome *welcome,
+                              fedc_client_actions *out)
+{
+  (void)now_ms;
+  if (engine->state != FEDC_CLIENT_DISCONNECTED || !welcome)
+    return FEDC_EINVAL;
+  engine->chunk_bytes = engine->config.chunk_bytes;
+  engine->refused_round = 0;
+  engine->state = FEDC_CLIENT_HELLO_SENT;
+  return on_welcome(engine, welcome, out);
 }
 
 int fedc_client_engine_lost(fedc_client_engine *engine, uint64_t now_ms,

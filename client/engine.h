@@ -98,6 +98,16 @@ void fedc_client_engine_free(fedc_client_engine **engine);
 int fedc_client_engine_connected(fedc_client_engine *engine, uint64_t now_ms,
                                  fedc_client_actions *out);
 
+/* Puts a new engine, still DISCONNECTED, straight into IDLE, as
+ * fedc_client_engine_connected() and then welcome would, but builds no
+ * Hello. For a driver that frees idle engines and rebuilds them for a
+ * server that already has their Hello, as the simulator does. A Welcome
+ * the engine cannot accept gives the same Error and CLOSE as received()
+ * would. Returns FEDC_EINVAL for an engine that is not new. */
+int fedc_client_engine_resume(fedc_client_engine *engine, uint64_t now_ms,
+                              const Fedc__Welcome *welcome,
+                              fedc_client_actions *out);
+
 /* The connection closed or failed; drops any task in progress. Ignored
  * when already disconnected. */
 int fedc_client_engine_lost(fedc_client_engine *engine, uint64_t now_ms,

@@ -146,7 +146,8 @@ static const fedc_option option_table[] = {
       "memory: engines in this process on a virtual clock; tls: real "
       "fedc-server and fedc-client processes on loopback."),
   OPT(workers, FEDC_OPT_UINT, "0", "threads",
-      "Training threads; 0 is one per core."),
+      "Training threads besides the event loop, which trains the job it "
+      "waits for; 0 is one per core less one."),
   OPT(metrics, FEDC_OPT_STRING, NULL, "path",
       "JSON Lines file with one line per round; - writes to stdout."),
   OPT(plot, FEDC_OPT_STRING, NULL, "path",

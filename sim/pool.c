@@ -177,7 +177,7 @@ static void unlink_job(fedc_pool *pool, fedc_pool_job *job)
 void fedc_pool_wait(fedc_pool *pool, fedc_pool_job *job)
 {
   pthread_mutex_lock(&pool->lock);
-  if (pool->workers == 0 && job->state == JOB_QUEUED) {
+  if (job->state == JOB_QUEUED) {
     unlink_job(pool, job);
     job->state = JOB_RUNNING;
     pthread_mutex_unlock(&pool->lock);
@@ -193,5 +193,5 @@ unsigned fedc_pool_default_workers(void)
 {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-  return n > 0 ? (unsigned)n : 1u;
+  return n > 1 ? (unsigned)(n - 1) : 0u;
 }

@@ -3,8 +3,9 @@
  * The submitting thread waits for each job by name (fedc_pool_wait()), not
  * for "any" job, so it consumes results in an order it chooses and the
  * outcome never depends on which job a thread finished first. Jobs start in
- * submission order. A pool of 0 workers runs each job on the waiting thread
- * when it is waited for. Each thread has a slot number, which a job uses to
+ * submission order. A job still queued when it is waited for runs on the
+ * waiting thread, which would otherwise sit idle: a pool of 0 workers runs
+ * every job that way. Each thread has a slot number, which a job uses to
  * pick per-thread scratch state such as a model instance: workers are slots
  * 0 .. workers-1 and the waiting thread is slot `workers`. */
 #ifndef FEDC_SIM_POOL_H
@@ -37,10 +38,11 @@ unsigned fedc_pool_slots(const fedc_pool *pool);
 void fedc_pool_submit(fedc_pool *pool, fedc_pool_job *job, fedc_pool_fn run,
                       void *arg);
 
-/* Returns when job has run; a pool without workers runs it here. */
+/* Returns when job has run, running it here if no worker has taken it. */
 void fedc_pool_wait(fedc_pool *pool, fedc_pool_job *job);
 
-/* Returns the number of online processors, at least 1. */
+/* Returns the number of online processors less one, for the waiting
+ * thread, which trains too. */
 unsigned fedc_pool_default_workers(void);
 
 #endif

@@ -225,9 +225,8 @@ static const fedc_message *replay_welcome(fedc_sim *sim)
   return sim->welcome;
 }
 
-/* Replays the events that brought the parked engine to IDLE: connected
- * (its Hello is not sent again, since the server already has it) and a
- * Welcome like the one the server sent. */
+/* Brings the rebuilt engine back to IDLE with a Welcome like the one the
+ * server sent; its Hello is not built again, since the server has it. */
 static int replay_handshake(fedc_sim *sim, sim_slot *slot)
 {
   const fedc_message *welcome = replay_welcome(sim);
@@ -236,11 +235,9 @@ static int replay_handshake(fedc_sim *sim, sim_slot *slot)
 
   fedc_client_actions_init(&acts);
   if (rc == 0)
-    rc = fedc_client_engine_connected(slot->engine, fedc_sim_now_ms(sim),
-                                      &acts);
-  if (rc == 0)
-    rc = fedc_client_engine_received(slot->engine, fedc_sim_now_ms(sim),
-                                     fedc_message_envelope(welcome), &acts);
+    rc = fedc_client_engine_resume(slot->engine, fedc_sim_now_ms(sim),
+                                   fedc_message_envelope(welcome)->welcome,
+                                   &acts);
   fedc_client_actions_close(&acts);
   if (rc == 0 && fedc_client_engine_state(slot->engine) != FEDC_CLIENT_IDLE)
     rc = FEDC_ESTATE;

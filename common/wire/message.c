@@ -12,6 +12,11 @@
 /* Longest free text (error messages, goodbye reasons) sent, in bytes. */
 #define MESSAGE_TEXT_MAX 1023
 
+/* Bytes for short strings inside the message itself: a Hello's ids and a
+ * FitResult's metric names fit, so most messages allocate no string, and
+ * the message stays small enough for malloc's per-thread cache. */
+#define MESSAGE_INLINE_TEXT 128
+
 struct fedc_message {
   atomic_size_t refs;        /* the last fedc_message_free() frees */
   Fedc__Envelope envelope;
@@ -33,8 +38,10 @@ struct fedc_message {
   Fedc__Metric metric_items[FEDC_MESSAGE_MAX_METRICS];
   Fedc__Metric *metrics[FEDC_MESSAGE_MAX_METRICS];
 
-  char *strings[MESSAGE_MAX_STRINGS];
+  char *strings[MESSAGE_MAX_STRINGS];  /* allocated; freed with it */
   size_t n_strings;
+  char text[MESSAGE_INLINE_TEXT];      /* the other strings, end to end */
+  size_t text_used;
   fedc_snapshot *hold;
 };
 
@@ -86,14 +93,19 @@ static int copy_string(fedc_message *m, const char *src, size_t max,
 
   if (len > max)
     return FEDC_EINVAL;
-  if (m->n_strings == MESSAGE_MAX_STRINGS)
-    return FEDC_EINVAL;
-  *dst = malloc(len + 1);
-  if (!*dst)
-    return FEDC_ENOMEM;
+  if (len < sizeof(m->text) - m->text_used) {
+    *dst = m->text + m->text_used;
+    m->text_used += len + 1;
+  } else {
+    if (m->n_strings == MESSAGE_MAX_STRINGS)
+      return FEDC_EINVAL;
+    *dst = malloc(len + 1);
+    if (!*dst)
+      return FEDC_ENOMEM;
+    m->strings[m->n_strings++] = *dst;
+  }
   memcpy(*dst, src ? src : "", len);
   (*dst)[len] = '\0';
-  m->strings[m->n_strings++] = *dst;
   return 0;
 }
 

@@ -79,12 +79,26 @@ static int compare_names(const void *a, const void *b)
 
 /* Sorts a copy of the pointers, so the check costs O(n log n) even for a
  * peer that announces the maximum number of tensors. */
+/* Specs up to which check_unique() compares every pair rather than sort:
+ * a model's few tensors then cost no allocation. */
+#define PAIRWISE_MAX 32
+
 static int check_unique(Fedc__TensorSpec *const *specs, size_t n,
                         char *reason, size_t len)
 {
-  const Fedc__TensorSpec **sorted = malloc(n * sizeof(*sorted));
+  const Fedc__TensorSpec **sorted;
   int rc = 0;
 
+  if (n <= PAIRWISE_MAX) {
+    for (size_t i = 1; i < n; i++)
+      for (size_t j = 0; j < i; j++)
+        if (strcmp(specs[j]->name, specs[i]->name) == 0) {
+          fail(reason, len, "tensor name %s appears twice", specs[i]->name);
+          return FEDC_EFORMAT;
+        }
+    return 0;
+  }
+  sorted = malloc(n * sizeof(*sorted));
   if (!sorted)
     return FEDC_ENOMEM;
   memcpy(sorted, specs, n * sizeof(*sorted));

@@ -268,6 +268,42 @@ START_TEST(driver_update_sent_by_reference)
 }
 END_TEST
 
+/* A rebuilt engine resumes IDLE from a Welcome without building a Hello,
+ * then takes a task; a Welcome of another protocol version closes it. */
+START_TEST(resume_skips_hello)
+{
+  fedc_message *welcome = NULL;
+  Fedc__Welcome bad;
+  test_client t;
+
+  tc_start(&t);
+  ck_assert_int_eq(fedc_message_welcome("srv", 3, 1 << 20, 8, &welcome), 0);
+  ck_assert_int_eq(fedc_client_engine_resume(
+                     t.engine, 0, fedc_message_envelope(welcome)->welcome,
+                     &t.actions), 0);
+  ck_assert_uint_eq(t.actions.count, 0);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_IDLE);
+  ck_assert_uint_eq(fedc_client_engine_server_round(t.engine), 3);
+  ck_assert_int_eq(fedc_client_engine_resume(
+                     t.engine, 0, fedc_message_envelope(welcome)->welcome,
+                     &t.actions), FEDC_EINVAL);
+  tc_task(&t, 4, false);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_TRAINING);
+  tc_stop(&t);
+
+  tc_start(&t);
+  bad = *fedc_message_envelope(welcome)->welcome;
+  bad.protocol_version = FEDC_PROTOCOL_VERSION + 1;
+  ck_assert_int_eq(fedc_client_engine_resume(t.engine, 0, &bad, &t.actions),
+                   0);
+  ck_assert_int_eq(t.actions.items[t.actions.count - 1].kind,
+                   FEDC_CLIENT_ACTION_CLOSE);
+  ck_assert_int_eq(tc_state(&t), FEDC_CLIENT_DISCONNECTED);
+  fedc_message_free(&welcome);
+  tc_stop(&t);
+}
+END_TEST
+
 START_TEST(disconnect_mid_task_drops_it)
 {
   test_client t;
@@ -615,6 +651,7 @@ static Suite *client_suite(void)
 
   tcase_add_test(tc, task_trains_and_sends_update);
   tcase_add_test(tc, driver_update_sent_by_reference);
+  tcase_add_test(tc, resume_skips_hello);
   tcase_add_test(tc, disconnect_mid_task_drops_it);
   tcase_add_test(tc, server_error_and_goodbye_close);
   tcase_add_test(tc, bad_server_input_closes);

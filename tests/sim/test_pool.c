@@ -1,6 +1,7 @@
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -37,15 +38,14 @@ static void run_jobs(unsigned workers)
     fedc_pool_submit(pool, &jobs[i].job, run_sum, &jobs[i]);
   }
 
-  /* Wait in reverse order, the opposite of the order they run in. */
+  /* Wait in reverse order, the opposite of the order they run in: the
+   * last job is still queued, so the waiting thread runs it itself. */
   for (int i = JOBS - 1; i >= 0; i--) {
     fedc_pool_wait(pool, &jobs[i].job);
     ck_assert_uint_eq(jobs[i].result, jobs[i].n * (jobs[i].n + 1) / 2);
-    if (workers > 0)
-      ck_assert_uint_lt(jobs[i].slot, workers);
-    else
-      ck_assert_uint_eq(jobs[i].slot, 0);
+    ck_assert_uint_le(jobs[i].slot, workers);
   }
+  ck_assert_uint_eq(jobs[JOBS - 1].slot, workers);
   fedc_pool_free(&pool);
   ck_assert_ptr_null(pool);
 }
@@ -68,7 +68,8 @@ START_TEST(pool_free_accepts_null)
 
   fedc_pool_free(&pool);
   fedc_pool_free(NULL);
-  ck_assert_uint_ge(fedc_pool_default_workers(), 1);
+  ck_assert_uint_lt(fedc_pool_default_workers(),
+                    (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
 }
 END_TEST
 
