@@ -179,14 +179,15 @@ static void print_summary(const fedc_sim *sim, const run_output *out)
           "simulated_seconds=%.1f real_seconds=%.3f startup_seconds=%.3f "
           "round_seconds=%.3f round_wait_seconds=%.3f "
           "last_round_seconds=%.3f last_round_wait_seconds=%.3f "
-          "wait_seconds=%.3f train_seconds=%.3f eval_seconds=%.3f "
+          "wait_seconds=%.3f eval_wait_seconds=%.3f train_seconds=%.3f "
+          "eval_seconds=%.3f "
           "trainings=%llu dropouts=%llu events=%llu max_live_engines=%zu "
           "client_record_bytes=%zu peak_rss_kib=%ld\n",
           (unsigned long long)st->rounds, out->last_accuracy,
           fedc_sim_clock(sim), st->real_seconds, st->real_startup_seconds,
           st->real_round_seconds, st->real_round_wait_seconds,
           st->real_last_round_seconds, st->real_last_round_wait_seconds,
-          st->real_wait_seconds,
+          st->real_wait_seconds, st->real_eval_wait_seconds,
           st->real_train_seconds, st->real_eval_seconds,
           (unsigned long long)st->trainings,
           (unsigned long long)st->dropouts, (unsigned long long)st->events,

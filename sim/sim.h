@@ -95,6 +95,8 @@ typedef struct fedc_sim_stats {
   double real_last_round_wait_seconds;
   double real_wait_seconds;      /* the event loop blocked on training
                                     or evaluation results */
+  double real_eval_wait_seconds;  /* the part of real_wait_seconds spent
+                                     on the test-set evaluations */
   double real_train_seconds;     /* summed over the threads that trained */
   double real_eval_seconds;      /* summed over the evaluation jobs */
   size_t client_record_bytes;    /* the simulator's state per client */

@@ -278,6 +278,7 @@ static int combine_chunks(fedc_sim *sim, sim_eval_batch *batch,
     examples += n;
   }
   sim->stats.real_wait_seconds += fedc_sim_real_now() - start;
+  sim->stats.real_eval_wait_seconds += fedc_sim_real_now() - start;
   if (status == 0 && examples == 0.0)
     status = FEDC_EINVAL;
   result->loss = examples > 0.0 ? loss / examples : NAN;

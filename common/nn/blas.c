@@ -55,6 +55,25 @@ void fedc_blas_sgemm_ref(bool trans_a, bool trans_b, size_t m, size_t n,
   }
 }
 
+/* A product of at most NARROW_COLUMNS columns goes to OpenBLAS in blocks
+ * of NARROW_BLOCK_ROWS rows. Each block is small enough for its
+ * small-matrix kernels, which read A in place, where one tall product
+ * would copy all of A into packed panels for a few columns' use: the
+ * forward pass of softmax regression over a 256-row batch ran about a
+ * third faster so. */
+#define NARROW_COLUMNS 16
+#define NARROW_BLOCK_ROWS 64
+
+static void sgemm_cblas(bool trans_a, bool trans_b, size_t m, size_t n,
+                        size_t k, float alpha, const float *a, size_t lda,
+                        const float *b, size_t ldb, float beta, float *c,
+                        size_t ldc)
+{
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
+              alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
 /* Runs one product, or part of one, on OpenBLAS in this thread. */
 static void sgemm_openblas(bool trans_a, bool trans_b, size_t m, size_t n,
                            size_t k, float alpha, const float *a, size_t lda,
@@ -71,9 +90,18 @@ static void sgemm_openblas(bool trans_a, bool trans_b, size_t m, size_t n,
   assert(lda <= INT_MAX);
   assert(ldb <= INT_MAX);
   assert(ldc <= INT_MAX);
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
-              alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+  if (n > NARROW_COLUMNS) {
+    sgemm_cblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
+    return;
+  }
+  for (size_t i = 0; i < m; i += NARROW_BLOCK_ROWS) {
+    size_t rows = m - i < NARROW_BLOCK_ROWS ? m - i : NARROW_BLOCK_ROWS;
+    const float *block = trans_a ? a + i : a + i * lda;
+
+    sgemm_cblas(trans_a, trans_b, rows, n, k, alpha, block, lda, b, ldb,
+                beta, c + i * ldc, ldc);
+  }
 }
 
 /* Rows [begin, end) of C, with the matching rows of op(A), or columns
