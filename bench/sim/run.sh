@@ -3,11 +3,11 @@
 # key=value results per benchmark, for docs/benchmarks.md:
 #
 #   scale     100,000 registered clients, 100 sampled per round, softmax
-#             regression on Fashion-MNIST: peak RSS and the share of a
-#             round's real time the event loop spends on anything but
-#             waiting for training and evaluation results, over all 30
-#             rounds and over the first 29, because the last round also
-#             contains the end of the run, a Goodbye to every client.
+#             regression on Fashion-MNIST: peak RSS and the shares of a
+#             round's real time spent waiting for local training, for the
+#             test-set evaluation, and on everything else, with 60 and
+#             600 rows per client, evaluating every round, and with 60
+#             rows evaluating every 10th round.
 #   accuracy  100 clients, 10 per round, Dirichlet(0.5) label skew, the
 #             MLP, 200 rounds: test accuracy.
 #   tls       --transport tls with 200 fedc-client processes, 5 rounds.
@@ -37,42 +37,47 @@ field() {
   printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
 }
 
-# scale NAME COPIES EPOCHS BATCH: 100,000 clients over COPIES copies of the
-# 60,000 training rows (60,000 x COPIES / 100,000 rows per client).
+# scale NAME COPIES EPOCHS BATCH [ARGS]: 100,000 clients over COPIES copies
+# of the 60,000 training rows (60,000 x COPIES / 100,000 rows per client).
+# A round's real time splits into the event loop's waits for local
+# training and for the test-set evaluation, and everything else it does
+# (other): the engines, messages, checks, aggregation and bookkeeping.
 scale() {
   name=$1 copies=$2 epochs=$3 batch=$4
+  shift 4
   "$sim" --clients 100000 --clients-per-round 100 --rounds 30 \
     --model logreg:784:10 --partition iid --data-copies "$copies" \
     --local-epochs "$epochs" --batch-size "$batch" --learning-rate 0.05 \
-    --seed 1 --wall-clock true --metrics "$out/$name.jsonl" \
+    --seed 1 --wall-clock true --metrics "$out/$name.jsonl" "$@" \
     2>"$out/$name.log"
   line=$(grep '^fedc-sim: done' "$out/$name.log")
-  round=$(field round_seconds "$line")
-  wait=$(field round_wait_seconds "$line")
-  rss=$(field peak_rss_kib "$line")
-  awk -v name="$name" -v round="$round" -v wait="$wait" -v rss="$rss" \
+  awk -v name="$name" -v rows=$((600 * copies / 1000)) -v epochs="$epochs" \
+      -v round="$(field round_seconds "$line")" \
+      -v wait="$(field round_wait_seconds "$line")" \
+      -v eval_wait="$(field eval_wait_seconds "$line")" \
       -v last="$(field last_round_seconds "$line")" \
       -v last_wait="$(field last_round_wait_seconds "$line")" \
-      -v rows=$((600 * copies / 1000)) -v epochs="$epochs" \
       -v startup="$(field startup_seconds "$line")" \
+      -v rss="$(field peak_rss_kib "$line")" \
       -v acc="$(field accuracy "$line")" 'BEGIN {
-    first = round - last
-    first_other = first - (wait - last_wait)
+    train = wait - eval_wait
+    other = round - wait
     printf "%s rows_per_client=%s local_epochs=%s rounds=30 " \
-           "round_ms=%.1f other_ms=%.1f other_share=%.3f " \
-           "first_29_round_ms=%.1f first_29_other_ms=%.1f " \
-           "first_29_other_share=%.3f last_round_other_ms=%.1f " \
-           "startup_s=%.2f peak_rss_mib=%.0f accuracy=%s\n",
-           name, rows, epochs, round / 30 * 1000, (round - wait) / 30 * 1000,
-           (round - wait) / round, first / 29 * 1000,
-           first_other / 29 * 1000, first_other / first,
-           (last - last_wait) * 1000, startup, rss / 1024, acc
+           "round_ms=%.1f train_wait_ms=%.1f eval_wait_ms=%.1f " \
+           "other_ms=%.2f train_share=%.3f eval_share=%.3f " \
+           "other_share=%.3f last_round_other_ms=%.1f startup_s=%.2f " \
+           "peak_rss_mib=%.0f accuracy=%s\n",
+           name, rows, epochs, round / 30 * 1000, train / 30 * 1000,
+           eval_wait / 30 * 1000, other / 30 * 1000, train / round,
+           eval_wait / round, other / round, (last - last_wait) * 1000,
+           startup, rss / 1024, acc
   }'
 }
 
 bench_scale() {
   scale scale_60_rows 100 5 10
   scale scale_600_rows 1000 1 32
+  scale scale_60_rows_eval_10 100 5 10 --evaluate-every 10
 }
 
 bench_accuracy() {
