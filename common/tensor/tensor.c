@@ -173,12 +173,17 @@ int fedc_tensor_list_add(fedc_tensor_list *list, const char *name,
   if (rc != 0)
     return rc;
 
-  /* One byte at least, so that data is never NULL, even for no elements. */
-  copy = calloc(bytes > 0 ? (size_t)bytes : 1, 1);
+  /* One byte at least, so that data is never NULL, even for no elements.
+   * Zeroed only when there is nothing to copy in. */
+  if (data != NULL && bytes > 0) {
+    copy = malloc((size_t)bytes);
+    if (copy != NULL)
+      memcpy(copy, data, (size_t)bytes);
+  } else {
+    copy = calloc(bytes > 0 ? (size_t)bytes : 1, 1);
+  }
   if (copy == NULL)
     return FEDC_ENOMEM;
-  if (data != NULL && bytes > 0)
-    memcpy(copy, data, (size_t)bytes);
   rc = fedc_tensor_list_add_owned(list, name, dtype, ndim, shape, copy);
   if (rc != 0)
     free(copy);
