@@ -6,8 +6,8 @@
 #             regression on Fashion-MNIST: peak RSS and the shares of a
 #             round's real time spent waiting for local training, for the
 #             test-set evaluation, and on everything else, with 60 and
-#             600 rows per client, evaluating every round, and with 60
-#             rows evaluating every 10th round.
+#             600 rows per client, evaluating every round and every
+#             10th round.
 #   accuracy  100 clients, 10 per round, Dirichlet(0.5) label skew, the
 #             MLP, 200 rounds: test accuracy.
 #   tls       --transport tls with 200 fedc-client processes, 5 rounds.
@@ -78,6 +78,7 @@ bench_scale() {
   scale scale_60_rows 100 5 10
   scale scale_600_rows 1000 1 32
   scale scale_60_rows_eval_10 100 5 10 --evaluate-every 10
+  scale scale_600_rows_eval_10 1000 1 32 --evaluate-every 10
 }
 
 bench_accuracy() {

@@ -57,10 +57,9 @@ void fedc_blas_sgemm_ref(bool trans_a, bool trans_b, size_t m, size_t n,
 
 /* A product of at most NARROW_COLUMNS columns goes to OpenBLAS in blocks
  * of NARROW_BLOCK_ROWS rows. Each block is small enough for its
- * small-matrix kernels, which read A in place, where one tall product
- * would copy all of A into packed panels for a few columns' use: the
- * forward pass of softmax regression over a 256-row batch ran about a
- * third faster so. */
+ * small-matrix kernels, which read A in place. One tall product would copy
+ * all of A into packed panels for a few columns' use instead. Softmax
+ * regression's forward pass over a 256-row batch ran a third faster. */
 #define NARROW_COLUMNS 16
 #define NARROW_BLOCK_ROWS 64
 

@@ -332,10 +332,10 @@ static void batch_gather(batch *b, const fedc_dataset_view *view,
   }
 }
 
-/* Returns the features of view's positions start .. start + count - 1 in
- * place when they are consecutive rows of the dataset, as a test set
- * usually is, copying only their labels into b; otherwise gathers the rows
- * into b and returns its copy. */
+/* Returns the features of view's positions start .. start + count - 1,
+ * in place when they are consecutive rows of the dataset, as in a test
+ * set, with only their labels copied into b. Other rows are gathered into
+ * b, and the copy is returned. */
 static const float *batch_view(batch *b, const fedc_dataset_view *view,
                                uint64_t start, uint32_t count)
 {

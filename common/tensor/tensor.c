@@ -379,7 +379,7 @@ static bool lanes_finite(const double part[NORM_LANES])
  * finite. Block by block, so x is read from memory once: for a client,
  * those are the trained weights, which another thread wrote. A float
  * squared in double cannot overflow, so the lanes turn non-finite exactly
- * when a difference is; lanes already non-finite, from an F64 tensor,
+ * when a difference is. Lanes already non-finite, from an F64 tensor,
  * leave the floats to be checked one by one. */
 static bool subtract_f32(float *x, const float *y, uint64_t n, double part[NORM_LANES])
 {

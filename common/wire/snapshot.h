@@ -46,9 +46,8 @@ const fedc_tensor_list *fedc_snapshot_tensors(const fedc_snapshot *snapshot);
 
 /* Returns the tensors for writing their data when the caller holds the only
  * reference, and NULL otherwise. Names, dtypes and shapes must not change,
- * because the wire specs point into them. It forgets the norm kept by
- * fedc_snapshot_norm(), so a caller asks for the tensors again before each
- * change. */
+ * because the wire specs point into them. It clears the norm cached by
+ * fedc_snapshot_norm(), so a caller calls it again before each change. */
 fedc_tensor_list *fedc_snapshot_mutable(fedc_snapshot *snapshot);
 
 /* Returns the L2 norm of the tensors as fedc_tensor_list_norm() computes
@@ -58,8 +57,8 @@ fedc_tensor_list *fedc_snapshot_mutable(fedc_snapshot *snapshot);
 double fedc_snapshot_norm(fedc_snapshot *snapshot);
 
 /* Returns 0 when every F32 and F64 value is finite, else FEDC_ENONFINITE,
- * as fedc_tensor_list_check_finite() does. Without F64 tensors it asks
- * fedc_snapshot_norm(), so the answer is kept as the norm is. */
+ * as fedc_tensor_list_check_finite() does. Without F64 tensors it uses
+ * fedc_snapshot_norm(), so the result is cached with the norm. */
 int fedc_snapshot_check_finite(fedc_snapshot *snapshot);
 
 /* Returns the wire specs of the tensors, in tensor order; the array has
