@@ -38,7 +38,8 @@ struct client_job {
 
   /* Results, written by the worker. */
   int status;
-  fedc_tensor_list weights;  /* after training */
+  fedc_tensor_list weights;  /* after training, then emptied */
+  fedc_snapshot *update;     /* weights - model, taken by the worker */
   fedc_client_train_result train;
   fedc_client_eval_result eval;
 };
@@ -48,6 +49,7 @@ typedef struct client_job client_job;
 static void job_free(client_job *job)
 {
   fedc_snapshot_unref(&job->model);
+  fedc_snapshot_unref(&job->update);
   fedc_tensor_list_close(&job->weights);
   free(job);
 }
@@ -59,6 +61,15 @@ static int load_model(const client_job *job, fedc_model **model)
   if (rc == 0)
     rc = fedc_model_set_params(*model, fedc_snapshot_tensors(job->model));
   return rc;
+}
+
+/* Turns the trained weights into the update on the worker thread, so the
+ * event loop never reads the model: a NaN or Inf in it fails the job. */
+static int take_update(client_job *job)
+{
+  return fedc_snapshot_new_difference(&job->weights,
+                                      fedc_snapshot_tensors(job->model),
+                                      &job->update);
 }
 
 static void train_work(uv_work_t *req)
@@ -75,6 +86,8 @@ static void train_work(uv_work_t *req)
     rc = fedc_model_train(model, &view, &job->config, &stats);
   if (rc == 0)
     rc = fedc_model_get_params(model, &job->weights);
+  if (rc == 0)
+    rc = take_update(job);
   job->status = rc;
   job->train.num_examples = data->n;
   job->train.loss = stats.loss;
@@ -107,6 +120,8 @@ static void external_train_work(uv_work_t *req)
   job->status = fedc_external_train(&config, &task,
                                     fedc_snapshot_tensors(job->model),
                                     &job->weights, &stats);
+  if (job->status == 0)
+    job->status = take_update(job);
   /* The FedAvg weight is the local data size, as with the built-in
    * trainer, not the examples the command reports over all epochs. */
   job->train.num_examples = d->data.n;
@@ -148,8 +163,9 @@ static int report_training(fedc_client_daemon *d, client_job *job, int status)
             " examples=%" PRIu64 " steps=%" PRIu64 " loss=%.4f accuracy=%.4f",
             job->round, job->train.num_examples, job->train.steps,
             job->train.loss, job->train.accuracy);
-  return fedc_client_engine_trained(d->engine, now, job->round, 0,
-                                    &job->weights, &job->train, &d->actions);
+  return fedc_client_engine_trained_update(d->engine, now, job->round,
+                                           job->update, &job->train,
+                                           &d->actions);
 }
 
 static int report_evaluation(fedc_client_daemon *d, client_job *job,
