@@ -115,7 +115,11 @@ int fedc_tensor_list_reserve(fedc_tensor_list *list, size_t count)
 
   if (count <= capacity)
     return 0;
-  if (capacity < LIST_MIN_CAPACITY)
+  /* An empty list gets exactly what is asked for: a model's two or three
+   * tensors then fit in a block small enough for malloc's thread cache. */
+  if (capacity == 0)
+    capacity = count;
+  else if (capacity < LIST_MIN_CAPACITY)
     capacity = LIST_MIN_CAPACITY;
   while (capacity < count) {
     if (capacity > SIZE_MAX / 2 / sizeof(*items))
