@@ -381,7 +381,8 @@ static bool lanes_finite(const double part[NORM_LANES])
  * squared in double cannot overflow, so the lanes turn non-finite exactly
  * when a difference is. Lanes already non-finite, from an F64 tensor,
  * leave the floats to be checked one by one. */
-static bool subtract_f32(float *x, const float *y, uint64_t n, double part[NORM_LANES])
+static bool subtract_f32(float *x, const float *y, uint64_t n,
+                         double part[NORM_LANES])
 {
   bool clean = lanes_finite(part);
 
