@@ -974,9 +974,9 @@ static void on_upload_timer(uv_timer_t *timer)
 }
 
 /* Queues 32 MiB of chunks at once, still being written when the server
- * answers the first of them and closes, and reads nothing for 300 ms, as
- * a client busy with other work: its writes meet the server's close
- * before it reads the last frame. */
+ * receives the first of them and closes. Reads nothing for 300 ms, as a
+ * busy client would, so that its writes reach the closed server before it
+ * reads the last frame. */
 static void send_long_upload(struct peer *p)
 {
   for (uint64_t i = 0; i < 128; i++)
@@ -1004,9 +1004,9 @@ static void close_on_goodbye(struct peer *p, Fedc__Envelope *env)
 }
 
 /* A connection closed locally reads and drops what the peer still sends
- * until the peer closes too, or the close timeout: closing the socket with
- * unread data would send a TCP reset, and the peer, failing its next write,
- * would lose the last frame sent to it. */
+ * until the peer closes too. Closing the socket on unread data would send
+ * a TCP reset, and the peer would fail its next write and lose the last
+ * frame sent to it. */
 START_TEST(tls_peer_sending_gets_last_frame)
 {
   struct harness h;
