@@ -136,7 +136,8 @@ int fedc_client_engine_received_tensors(fedc_client_engine *engine,
  * is the model after local training; the engine takes ownership of it and
  * leaves it empty. When training failed status is a negative FEDC_E* code
  * and weights may be NULL. The engine sends FitResult and the update,
- * weights - global, or an Error TRAINING_FAILED. A result for a task no longer current is dropped.
+ * weights - global, or an Error TRAINING_FAILED. A result for a task no
+ * longer current is dropped.
  * Returns FEDC_ESHAPE (after sending the Error) when weights do not match
  * the global model's layout. */
 int fedc_client_engine_trained(fedc_client_engine *engine, uint64_t now_ms,

@@ -290,13 +290,14 @@ int fedc_server_engine_received(fedc_server_engine *engine, uint64_t now_ms,
 
 /* A whole tensor stream arrived from peer in memory, in place of its
  * chunks: the tensors of snapshot tensors as the chunks of a stream of
- * round and kind stream would carry them. For drivers that hold the sender's tensors, such as the
- * simulator, which would otherwise cut them into chunks only for the
- * engine to copy them back together. The engine makes the checks it makes
- * on chunks (an update expected from peer for that round, the layout its
- * FitResult announced, finite values) and reads tensors only during the
- * call, apart from the norm it leaves in the snapshot. tensor data counts in bytes_received once the stream passed these
- * checks, where chunks count one by one. */
+ * round and kind stream would carry them. For drivers that hold the
+ * sender's tensors, such as the simulator, which would otherwise cut them
+ * into chunks only for the engine to copy them back together. The engine
+ * makes the checks it makes on chunks (an update expected from peer for
+ * that round, the layout its FitResult announced, finite values) and reads
+ * tensors only during the call, apart from the norm it leaves in the
+ * snapshot. Tensor data counts in bytes_received once the stream passed
+ * these checks, where chunks count one by one. */
 int fedc_server_engine_received_tensors(fedc_server_engine *engine,
                                         uint64_t now_ms, uint64_t peer,
                                         uint64_t round,

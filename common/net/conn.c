@@ -40,6 +40,10 @@ static void conn_begin_close(fedc_conn *conn);
 static void conn_read_records(fedc_conn *conn);
 static int conn_flush(fedc_conn *conn);
 static void conn_on_timer(uv_timer_t *timer);
+static void conn_on_alloc(uv_handle_t *handle, size_t suggested,
+                          uv_buf_t *buf);
+static void conn_on_read(uv_stream_t *stream, ssize_t nread,
+                         const uv_buf_t *buf);
 static void conn_connect_failed(fedc_conn *conn, int status);
 
 const char *fedc_conn_close_reason_name(enum fedc_conn_close_reason reason)
@@ -209,15 +213,49 @@ static void conn_fail_uv(fedc_conn *conn, const char *what, int status)
             status == UV_ENOMEM ? FEDC_ENOMEM : FEDC_EIO, detail);
 }
 
+/* Closes the handles when our TCP shutdown has finished, unless the
+ * connection still drains what the peer sends. */
 static void conn_on_shutdown(uv_shutdown_t *req, int status)
 {
-  conn_close_handles(req->data);
+  fedc_conn *conn = req->data;
+
+  conn->shut_down = true;
+  if (status < 0 || !conn->draining)
+    conn_close_handles(conn);
+}
+
+/* Drops what a closing connection reads, until the peer's EOF or a read
+ * error. Closing a socket with unread data makes the kernel send a TCP
+ * reset. A peer still sending, such as a client uploading its update when
+ * the server ends the run, then fails its next write and never reads the
+ * last frame sent to it, the Goodbye. */
+static void conn_drop_read(fedc_conn *conn, ssize_t nread)
+{
+  if (nread > 0) {
+    conn->stats.wire_bytes_received += (uint64_t)nread;
+    return;
+  }
+  if (nread == 0)
+    return;
+  conn->draining = false;
+  if (conn->shut_down)
+    conn_close_handles(conn);
+}
+
+/* Keeps reading while a local close of an open connection shuts down,
+ * until the peer closes its side too or the close timeout expires. */
+static void conn_start_draining(fedc_conn *conn)
+{
+  conn->draining = uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc,
+                                 conn_on_read) == 0;
 }
 
 /* Moves a connection to CONN_CLOSING. A connected socket first receives
  * what OpenSSL has buffered (a close_notify after a local close, or the
  * alert after a handshake failure) and then a TCP shutdown, both bounded by
- * the close timeout. Anything else closes its handles at once. */
+ * the close timeout. After a local close of an open connection, the
+ * handles also wait for the peer's EOF within that timeout. Anything else
+ * closes its handles at once. */
 static void conn_begin_close(fedc_conn *conn)
 {
   enum fedc__conn_state prev = conn->state;
@@ -235,6 +273,7 @@ static void conn_begin_close(fedc_conn *conn)
     ERR_clear_error();
     SSL_shutdown(conn->ssl);
     ERR_clear_error();
+    conn_start_draining(conn);
   }
   conn_flush(conn);
 
@@ -572,6 +611,11 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread,
   size_t written = 0;
   int ok = 1;
 
+  if (conn->state == CONN_CLOSING) {
+    free(buf->base);
+    conn_drop_read(conn, nread);
+    return;
+  }
   if (nread > 0) {
     conn->stats.wire_bytes_received += (uint64_t)nread;
     ok = BIO_write_ex(SSL_get_rbio(conn->ssl), buf->base, (size_t)nread,

@@ -90,8 +90,9 @@ typedef struct fedc_conn_options {
    * on a server and the start of name resolution on a client. */
   uint64_t handshake_timeout_ms;
 
-  /* Time allowed for queued bytes to reach the peer after a close, in
-   * milliseconds; default 5000. */
+  /* Time allowed after a close for queued bytes to reach the peer and,
+   * after fedc_conn_close() of an open connection, for the peer to close
+   * its side, in milliseconds; default 5000. */
   uint64_t close_timeout_ms;
 
   /* Client only: the DNS name or IP literal that the server certificate
@@ -152,8 +153,9 @@ void fedc_conn_pause(fedc_conn *conn);
 void fedc_conn_resume(fedc_conn *conn);
 
 /* Starts closing: sends TLS close_notify after the queued frames, waits up
- * to close_timeout_ms for them to reach the peer, then calls on_close with
- * FEDC_CONN_CLOSE_LOCAL. Calling it again, or on a connection that is
+ * to close_timeout_ms for them to reach the peer and for the peer to close
+ * its side, reading and dropping what it still sends, then calls on_close
+ * with FEDC_CONN_CLOSE_LOCAL. Calling it again, or on a connection that is
  * already closing, does nothing. */
 void fedc_conn_close(fedc_conn *conn);
 

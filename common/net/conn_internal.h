@@ -47,6 +47,8 @@ struct fedc_conn {
   bool app_owned;               /* on_close is due to the application */
   bool paused;
   bool handles_closing;
+  bool draining;                /* closing: reads are dropped until EOF */
+  bool shut_down;               /* closing: our TCP shutdown finished */
   int refs;                     /* open handles and running requests */
   enum fedc_conn_close_reason reason;
   int err;

@@ -242,13 +242,10 @@ int fedc_tensor_list_check_layout(const fedc_tensor_list *a,
   return 0;
 }
 
-/* Returns whether no value of v is NaN or Inf, which are the floats with
- * every exponent bit set. The test reads the bits without a branch, so
- * that the compiler can vectorise the loop: an update is checked more than
- * once on its way from a client to the aggregate. */
-/* Returns 1 when no float of v is NaN or Inf. The largest magnitude, as
- * bits without the sign, is at least the exponent mask exactly for those;
- * sixteen independent lanes let the maximum vectorise. */
+/* Returns 1 when no float of v is NaN or Inf, which are the floats with
+ * every exponent bit set. The largest magnitude, as bits without the sign,
+ * is at least the exponent mask exactly for those. Sixteen independent
+ * lanes and no branch let the maximum vectorise. */
 FEDC_CLONES static int floats_are_finite(const float *v, uint64_t n)
 {
   uint32_t lane[16] = { 0 };
@@ -385,7 +382,8 @@ static bool lanes_finite(const double part[NORM_LANES])
  * squared in double cannot overflow, so the lanes turn non-finite exactly
  * when a difference is. Lanes already non-finite, from an F64 tensor,
  * leave the floats to be checked one by one. */
-static bool subtract_f32(float *x, const float *y, uint64_t n, double part[NORM_LANES])
+static bool subtract_f32(float *x, const float *y, uint64_t n,
+                         double part[NORM_LANES])
 {
   bool clean = lanes_finite(part);
 

@@ -77,12 +77,13 @@ static int compare_names(const void *a, const void *b)
   return strcmp((*x)->name, (*y)->name);
 }
 
-/* Sorts a copy of the pointers, so the check costs O(n log n) even for a
- * peer that announces the maximum number of tensors. */
 /* Specs up to which check_unique() compares every pair rather than sort:
  * a model's few tensors then cost no allocation. */
 #define PAIRWISE_MAX 32
 
+/* Sorts a copy of the pointers beyond PAIRWISE_MAX specs, so the check
+ * costs O(n log n) even for a peer that announces the maximum number of
+ * tensors. */
 static int check_unique(Fedc__TensorSpec *const *specs, size_t n,
                         char *reason, size_t len)
 {

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -961,6 +962,72 @@ START_TEST(tls_close_inside_on_frame)
 }
 END_TEST
 
+static uv_timer_t upload_timer;
+
+static void on_upload_timer(uv_timer_t *timer)
+{
+  struct peer *p = timer->data;
+
+  if (p->conn != NULL)
+    fedc_conn_resume(p->conn);
+  uv_close((uv_handle_t *)timer, NULL);
+}
+
+/* Queues 32 MiB of chunks at once, still being written when the server
+ * receives the first of them and closes. Reads nothing for 300 ms, as a
+ * busy client would, so that its writes reach the closed server before it
+ * reads the last frame. */
+static void send_long_upload(struct peer *p)
+{
+  for (uint64_t i = 0; i < 128; i++)
+    ck_assert_int_eq(send_chunk(p->conn, i, 256 * 1024), 0);
+  fedc_conn_pause(p->conn);
+  uv_timer_init(&p->h->loop, &upload_timer);
+  upload_timer.data = p;
+  uv_timer_start(&upload_timer, on_upload_timer, 300, 0);
+}
+
+/* Says goodbye, one last small frame, and closes, as fedc-server ends a
+ * run while a client is uploading. */
+static void goodbye_on_first_frame(struct peer *p, Fedc__Envelope *env)
+{
+  if (p->frames != 1)
+    return;
+  ck_assert_int_eq(send_chunk(p->conn, 999, 10), 0);
+  fedc_conn_close(p->conn);
+}
+
+static void close_on_goodbye(struct peer *p, Fedc__Envelope *env)
+{
+  if (env->body_case == FEDC__ENVELOPE__BODY_CHUNK && env->chunk->round == 999)
+    fedc_conn_close(p->conn);
+}
+
+/* A connection closed locally reads and drops what the peer still sends
+ * until the peer closes too. Closing the socket on unread data would send
+ * a TCP reset, and the peer would fail its next write and lose the last
+ * frame sent to it. */
+START_TEST(tls_peer_sending_gets_last_frame)
+{
+  struct harness h;
+  struct peer *c;
+
+  /* As the daemons do: a write to a reset socket fails with EPIPE. */
+  signal(SIGPIPE, SIG_IGN);
+  harness_init(&h, "127.0.0.1", NULL);
+  h.client_open = send_long_upload;
+  h.server_frame = goodbye_on_first_frame;
+  h.client_frame = close_on_goodbye;
+  h.closes_expected = 2;
+  c = good_client(&h, "client-0001");
+  harness_run(&h);
+
+  ck_assert_int_eq(h.servers[0].reason, FEDC_CONN_CLOSE_LOCAL);
+  ck_assert_uint_eq(c->frames, 1);
+  ck_assert_int_eq(c->reason, FEDC_CONN_CLOSE_LOCAL);
+}
+END_TEST
+
 static uv_timer_t resume_timer;
 
 static void on_resume_timer(uv_timer_t *timer)
@@ -1513,6 +1580,7 @@ int main(void)
   tcase_add_test(tc, tls_ipv6_and_dns_name);
   tcase_add_test(tc, tls_connect_refused);
   tcase_add_test(tc, tls_close_inside_on_frame);
+  tcase_add_test(tc, tls_peer_sending_gets_last_frame);
   tcase_add_test(tc, tls_pause_and_resume);
   tcase_add_test(tc, tls_pause_inside_one_record);
   tcase_add_test(tc, tls_alpn_required);
