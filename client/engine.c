@@ -633,10 +633,9 @@ static int build_update(fedc_client_engine *e, fedc_tensor_list *weights,
     return task_failed(e, "training reported 0 examples", FEDC_EINVAL, out);
   rc = fedc_snapshot_new_difference(weights, fedc_snapshot_tensors(e->global),
                                     &update);
-  if (rc == FEDC_ENONFINITE || rc == FEDC_EUNSUPPORTED)
+  if (rc < 0)
     return task_failed(e, "update not sent", rc, out);
-  if (rc == 0)
-    rc = finish_task(e, update, result, out);
+  rc = finish_task(e, update, result, out);
   fedc_snapshot_unref(&update);
   return rc;
 }

@@ -326,6 +326,41 @@ START_TEST(sgemm_split_matches_reference)
 }
 END_TEST
 
+/* Products of at most 16 columns, which go to OpenBLAS in blocks of 64
+ * rows, across the block edges and in every transpose combination, with
+ * padded strides; 17 columns take the one-call path. */
+START_TEST(sgemm_narrow_matches_reference)
+{
+  static const size_t sizes[][3] = {
+    { 200, 10, 784 }, { 65, 16, 30 }, { 64, 1, 7 }, { 130, 17, 20 },
+  };
+  const size_t *mnk = sizes[_i / 4];
+  size_t m = mnk[0], n = mnk[1], k = mnk[2];
+  bool ta = _i % 2, tb = _i / 2 % 2;
+  size_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
+  float *a = malloc((ta ? k : m) * lda * sizeof(float));
+  float *b = malloc((tb ? n : k) * ldb * sizeof(float));
+  float *c = malloc(m * ldc * sizeof(float));
+  float *ref = malloc(m * ldc * sizeof(float));
+  fedc_rng rng;
+
+  fedc_rng_seed(&rng, 37);
+  nn_test_fill(a, (ta ? k : m) * lda, -1.0f, 1.0f, &rng);
+  nn_test_fill(b, (tb ? n : k) * ldb, -1.0f, 1.0f, &rng);
+  nn_test_fill(c, m * ldc, -1.0f, 1.0f, &rng);
+  memcpy(ref, c, m * ldc * sizeof(float));
+  fedc_blas_sgemm_ref(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, ref,
+                      ldc);
+  fedc_blas_sgemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, c, ldc);
+  ck_assert_msg(relative_error(c, ref, m * ldc) < 1e-5,
+                "m=%zu n=%zu k=%zu trans %d %d", m, n, k, ta, tb);
+  free(a);
+  free(b);
+  free(c);
+  free(ref);
+}
+END_TEST
+
 typedef struct split_log {
   unsigned visits[40];
   unsigned worker_of[40];
@@ -404,6 +439,7 @@ int main(void)
   tcase_add_test(tc, folded_relu_matches_separate_relu);
   tcase_add_test(tc, folded_relu_gradient_matches_finite_differences);
   tcase_add_loop_test(tc, sgemm_split_matches_reference, 0, 8);
+  tcase_add_loop_test(tc, sgemm_narrow_matches_reference, 0, 16);
   tcase_add_test(tc, parallel_run_covers_range_once);
   tcase_add_test(tc, parallel_threads_are_clamped);
   suite_add_tcase(s, tc);
