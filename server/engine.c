@@ -172,6 +172,42 @@ static int check_cohort(const fedc_server_engine_config *c, char *reason,
   return 0;
 }
 
+/* Returns the largest cohort a synchronous round can sample, or 0 when it
+ * depends on how many clients are idle or on a Poisson draw. */
+static uint32_t largest_cohort(const fedc_server_engine_config *c)
+{
+  uint32_t most;
+
+  if (c->sampling == FEDC_SAMPLING_POISSON)
+    return 0;
+  if (c->clients_per_round > 0)
+    most = c->clients_per_round > c->min_fit_clients ? c->clients_per_round
+                                                     : c->min_fit_clients;
+  else
+    most = c->max_fit_clients;
+  if (c->max_fit_clients > 0 && most > c->max_fit_clients)
+    most = c->max_fit_clients;
+  return most;
+}
+
+/* Krum needs 2f + 3 updates a round; a fixed cohort below that would
+ * abandon every round. */
+static int check_sync_krum(const fedc_server_engine_config *c, char *reason,
+                           size_t size)
+{
+  enum fedc_agg_strategy s = c->agg.strategy;
+  uint32_t need = 2 * c->agg.krum_byzantine + 3;
+  uint32_t most = largest_cohort(c);
+
+  if ((s != FEDC_AGG_KRUM && s != FEDC_AGG_MULTI_KRUM) || most == 0 ||
+      most >= need)
+    return 0;
+  return invalid(reason, size, "Krum with f = %u needs %u updates a round, "
+                 "but a round samples at most %u clients; raise "
+                 "clients_per_round or lower krum_byzantine",
+                 c->agg.krum_byzantine, need, most);
+}
+
 /* Robust strategies need a whole cohort, which FedAsync never has, and
  * Krum needs 2f + 3 updates in each FedBuff buffer. */
 static int check_async(const fedc_server_engine_config *c, char *reason,
@@ -189,7 +225,7 @@ static int check_async(const fedc_server_engine_config *c, char *reason,
     return invalid(reason, size, "invalid staleness function: a = %g must "
                    "be in [0, 1e6]", c->staleness_a);
   if (c->mode == FEDC_ROUNDS_SYNC)
-    return 0;
+    return check_sync_krum(c, reason, size);
   if (c->sampling != FEDC_SAMPLING_UNIFORM || c->over_selection > 1.0)
     return invalid(reason, size, "Poisson or Oort sampling and "
                    "over-selection apply to synchronous rounds only");

@@ -581,8 +581,16 @@ static int close_round(fedc_server_engine *e, uint64_t now_ms,
   if (rc < 0)
     return rc;
   e->last_round = r->id;
-  if (r->reported < r->required || r->reported < fedc_agg_min_updates(e->agg))
+  if (r->reported < r->required)
     return abandon(e, now_ms, cause, out);
+  if (r->reported < fedc_agg_min_updates(e->agg)) {
+    char need[FEDC_REASON_MAX];
+
+    snprintf(need, sizeof(need), "%s needs at least %zu updates",
+             fedc_agg_strategy_name(e->config.agg.strategy),
+             fedc_agg_min_updates(e->agg));
+    return abandon(e, now_ms, need, out);
+  }
   rc = fedc_round_apply(e, fedc_round_evaluation_due(e, r->id));
   if (rc == FEDC_ENONFINITE)
     return roll_back(e, now_ms, "the aggregate would put NaN or Inf into "

@@ -328,6 +328,36 @@ START_TEST(oort_prefers_fast_high_loss_and_explores)
 }
 END_TEST
 
+/* A fixed cohort too small for Krum's 2f + 3 updates is rejected; a
+ * cohort that grows with the idle clients cannot be checked and passes. */
+START_TEST(sync_krum_cohort_checked)
+{
+  fedc_server_engine_config c;
+  char reason[FEDC_REASON_MAX];
+
+  test_server_config(&c, 2);
+  fedc_agg_config_default(&c.agg, FEDC_AGG_KRUM);
+  c.agg.krum_byzantine = 1;
+  c.clients_per_round = 4;
+  ck_assert_int_eq(fedc_server_engine_config_check(&c, reason,
+                                                   sizeof(reason)),
+                   FEDC_EINVAL);
+  ck_assert_ptr_nonnull(strstr(reason, "needs 5 updates"));
+  ck_assert_ptr_nonnull(strstr(reason, "at most 4 clients"));
+
+  c.clients_per_round = 5;
+  ck_assert_int_eq(fedc_server_engine_config_check(&c, NULL, 0), 0);
+  c.clients_per_round = 8;
+  c.max_fit_clients = 4;
+  c.min_fit_clients = 1;
+  ck_assert_int_eq(fedc_server_engine_config_check(&c, NULL, 0),
+                   FEDC_EINVAL);
+  c.clients_per_round = 0;
+  c.max_fit_clients = 0;
+  ck_assert_int_eq(fedc_server_engine_config_check(&c, NULL, 0), 0);
+}
+END_TEST
+
 /* Invalid sampling settings are rejected with a reason. */
 START_TEST(sampling_config_checked)
 {
@@ -371,6 +401,7 @@ static Suite *sampling_suite(void)
   tcase_add_test(tc, over_selection_closes_at_target);
   tcase_add_test(tc, oort_prefers_fast_high_loss_and_explores);
   tcase_add_test(tc, sampling_config_checked);
+  tcase_add_test(tc, sync_krum_cohort_checked);
   suite_add_tcase(s, tc);
   return s;
 }
