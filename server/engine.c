@@ -176,18 +176,18 @@ static int check_cohort(const fedc_server_engine_config *c, char *reason,
  * depends on how many clients are idle or on a Poisson draw. */
 static uint32_t largest_cohort(const fedc_server_engine_config *c)
 {
-  uint32_t most;
+  uint32_t max_cohort;
 
   if (c->sampling == FEDC_SAMPLING_POISSON)
     return 0;
   if (c->clients_per_round > 0)
-    most = c->clients_per_round > c->min_fit_clients ? c->clients_per_round
-                                                     : c->min_fit_clients;
+    max_cohort = c->clients_per_round > c->min_fit_clients
+                   ? c->clients_per_round : c->min_fit_clients;
   else
-    most = c->max_fit_clients;
-  if (c->max_fit_clients > 0 && most > c->max_fit_clients)
-    most = c->max_fit_clients;
-  return most;
+    max_cohort = c->max_fit_clients;
+  if (c->max_fit_clients > 0 && max_cohort > c->max_fit_clients)
+    max_cohort = c->max_fit_clients;
+  return max_cohort;
 }
 
 /* Krum needs 2f + 3 updates a round; a fixed cohort below that would
@@ -197,15 +197,15 @@ static int check_sync_krum(const fedc_server_engine_config *c, char *reason,
 {
   enum fedc_agg_strategy s = c->agg.strategy;
   uint32_t need = 2 * c->agg.krum_byzantine + 3;
-  uint32_t most = largest_cohort(c);
+  uint32_t max_cohort = largest_cohort(c);
 
-  if ((s != FEDC_AGG_KRUM && s != FEDC_AGG_MULTI_KRUM) || most == 0 ||
-      most >= need)
+  if ((s != FEDC_AGG_KRUM && s != FEDC_AGG_MULTI_KRUM) || max_cohort == 0 ||
+      max_cohort >= need)
     return 0;
   return invalid(reason, size, "Krum with f = %u needs %u updates a round, "
                  "but a round samples at most %u clients; raise "
                  "clients_per_round or lower krum_byzantine",
-                 c->agg.krum_byzantine, need, most);
+                 c->agg.krum_byzantine, need, max_cohort);
 }
 
 /* Robust strategies need a whole cohort, which FedAsync never has, and
@@ -713,7 +713,7 @@ static int on_fit_result(fedc_server_engine *e, fedc_peer *peer,
 }
 
 /* Returns 1 when norm, the L2 norm of an update as the client sent it and
- * before any staleness scaling, is within max_update_norm; otherwise
+ * before any staleness scaling, is within max_update_norm. Otherwise
  * rejects the peer and returns the result. */
 static int within_norm_bound(fedc_server_engine *e, fedc_peer *peer,
                              double norm, fedc_server_actions *out)

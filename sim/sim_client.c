@@ -226,7 +226,7 @@ static const fedc_message *replay_welcome(fedc_sim *sim)
 }
 
 /* Brings the rebuilt engine back to IDLE with a Welcome like the one the
- * server sent; its Hello is not built again, since the server has it. */
+ * server sent. Its Hello is not built again, because the server has it. */
 static int replay_handshake(fedc_sim *sim, sim_slot *slot)
 {
   const fedc_message *welcome = replay_welcome(sim);

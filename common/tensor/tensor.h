@@ -106,7 +106,7 @@ double fedc_tensor_list_norm(const fedc_tensor_list *list);
  * *norm unless norm is NULL. Returns 0, FEDC_ESHAPE when the layouts
  * differ or FEDC_EUNSUPPORTED for a tensor that is not F32 or F64 (a
  * unchanged in both cases), or FEDC_ENONFINITE when a difference is NaN
- * or Inf (a holds the differences). */
+ * or Inf (a then contains the differences). */
 int fedc_tensor_list_sub(fedc_tensor_list *a, const fedc_tensor_list *b,
                          double *norm);
 
