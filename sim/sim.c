@@ -335,8 +335,11 @@ static int stalled(fedc_sim *sim, double time)
   if (stall <= 0 || time - sim->last_round_clock <= stall)
     return 0;
   fedc_error("sim", "no round finished in %.0f simulated seconds, since "
-             "t=%.0f; are enough clients online for min_clients?", stall,
-             sim->last_round_clock);
+             "t=%.0f (%llu trainings, %llu dropouts so far); are enough "
+             "clients online for min_clients, and can they finish a task "
+             "within round_timeout? --stall-time sets this limit", stall,
+             sim->last_round_clock, (unsigned long long)sim->stats.trainings,
+             (unsigned long long)sim->stats.dropouts);
   sim->err = FEDC_ETIMEDOUT;
   return 1;
 }
