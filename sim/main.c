@@ -181,7 +181,8 @@ static void print_summary(const fedc_sim *sim, const run_output *out)
           "last_round_seconds=%.3f last_round_wait_seconds=%.3f "
           "wait_seconds=%.3f eval_wait_seconds=%.3f train_seconds=%.3f "
           "eval_seconds=%.3f "
-          "trainings=%llu dropouts=%llu events=%llu max_live_engines=%zu "
+          "trainings=%llu trainings_skipped=%llu dropouts=%llu events=%llu "
+          "max_live_engines=%zu "
           "client_record_bytes=%zu peak_rss_kib=%ld\n",
           (unsigned long long)st->rounds, out->last_accuracy,
           fedc_sim_clock(sim), st->real_seconds, st->real_startup_seconds,
@@ -190,6 +191,7 @@ static void print_summary(const fedc_sim *sim, const run_output *out)
           st->real_wait_seconds, st->real_eval_wait_seconds,
           st->real_train_seconds, st->real_eval_seconds,
           (unsigned long long)st->trainings,
+          (unsigned long long)st->trainings_skipped,
           (unsigned long long)st->dropouts, (unsigned long long)st->events,
           st->max_live_engines, st->client_record_bytes, peak_rss_kib());
 }

@@ -174,6 +174,20 @@ static void unlink_job(fedc_pool *pool, fedc_pool_job *job)
   }
 }
 
+bool fedc_pool_cancel(fedc_pool *pool, fedc_pool_job *job)
+{
+  bool taken = false;
+
+  pthread_mutex_lock(&pool->lock);
+  if (job->state == JOB_QUEUED) {
+    unlink_job(pool, job);
+    job->state = JOB_DONE;
+    taken = true;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return taken;
+}
+
 void fedc_pool_wait(fedc_pool *pool, fedc_pool_job *job)
 {
   pthread_mutex_lock(&pool->lock);

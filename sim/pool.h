@@ -11,6 +11,8 @@
 #ifndef FEDC_SIM_POOL_H
 #define FEDC_SIM_POOL_H
 
+#include <stdbool.h>
+
 typedef void (*fedc_pool_fn)(void *arg, unsigned slot);
 
 typedef struct fedc_pool_job {
@@ -37,6 +39,11 @@ unsigned fedc_pool_slots(const fedc_pool *pool);
 /* Queues run(arg, slot). job must stay valid until fedc_pool_wait(). */
 void fedc_pool_submit(fedc_pool *pool, fedc_pool_job *job, fedc_pool_fn run,
                       void *arg);
+
+/* Takes job off the queue when no thread has started it, and returns true:
+ * it will not run, and fedc_pool_wait() on it returns at once. Returns
+ * false for a job already running or done. */
+bool fedc_pool_cancel(fedc_pool *pool, fedc_pool_job *job);
 
 /* Returns when job has run, running it here if no worker has taken it. */
 void fedc_pool_wait(fedc_pool *pool, fedc_pool_job *job);

@@ -77,7 +77,10 @@ typedef struct fedc_sim_stats {
   uint64_t events;               /* virtual-clock events processed */
   uint64_t rounds;               /* ROUND_FINISHED actions */
   uint64_t tasks;                /* FitTasks delivered to clients */
-  uint64_t trainings;            /* local trainings run */
+  uint64_t trainings;            /* local trainings started */
+  uint64_t trainings_skipped;    /* of which the client dropped the task
+                                    before a thread took the job, so it
+                                    never ran */
   uint64_t dropouts;             /* mid-round dropouts drawn */
   uint64_t connects;             /* connections opened, reconnects too */
   uint64_t engines_rebuilt;      /* parked client engines rebuilt */

@@ -108,6 +108,33 @@ static sim_slot *new_engine(fedc_sim *sim, uint32_t client)
 
 static void carry_out(fedc_sim *sim, uint32_t client, fedc_client_action *a);
 
+/* Takes job off the pool's queue when no thread has started it, because
+ * its client no longer has the task: a Cancel, a later task or a lost
+ * connection dropped it, so its result would be ignored. */
+static void skip_training(fedc_sim *sim, sim_train_job *job)
+{
+  if (fedc_pool_cancel(sim->pool, &job->pool_job)) {
+    job->status = FEDC_ESTALE;
+    sim->stats.trainings_skipped++;
+  }
+}
+
+/* Skips the latest training of client when its engine dropped that task. */
+static void skip_dropped_training(fedc_sim *sim, uint32_t client)
+{
+  const sim_client *c = &sim->clients[client];
+  sim_slot *slot;
+
+  if (c->slot == SIM_NO_SLOT || sim->slots[c->slot].job == NULL)
+    return;
+  slot = &sim->slots[c->slot];
+  if (fedc_client_engine_state(slot->engine) == FEDC_CLIENT_TRAINING &&
+      fedc_client_engine_task_round(slot->engine) == slot->job->round)
+    return;
+  skip_training(sim, slot->job);
+  slot->job = NULL;
+}
+
 /* Carries out the actions of one client event, then parks the engine if
  * it has nothing left to do. */
 static void finish_call(fedc_sim *sim, uint32_t client, int rc,
@@ -118,6 +145,7 @@ static void finish_call(fedc_sim *sim, uint32_t client, int rc,
   for (size_t i = 0; i < acts->count && sim->err == 0; i++)
     carry_out(sim, client, &acts->items[i]);
   fedc_client_actions_close(acts);
+  skip_dropped_training(sim, client);
   fedc_sim_client_park_if_idle(sim, client);
 }
 
@@ -158,8 +186,11 @@ void fedc_sim_client_disconnect(fedc_sim *sim, uint32_t client,
 
   /* Whatever is on its way over this connection is dropped on arrival,
    * because the connection is no longer open. */
-  if (c->slot != SIM_NO_SLOT)
+  if (c->slot != SIM_NO_SLOT) {
+    if (sim->slots[c->slot].job != NULL)
+      skip_training(sim, sim->slots[c->slot].job);
     release_slot(sim, client);
+  }
   if (tell_server)
     fedc_sim_server_lost(sim, conn);
 }
@@ -348,6 +379,8 @@ void fedc_sim_client_trained(fedc_sim *sim, sim_train_job *job)
     return;
   slot = &sim->slots[sim->clients[client].slot];
   slot->jobs--;
+  if (slot->job == job)
+    slot->job = NULL;
   fedc_client_actions_init(&acts);
   if (job->status == 0)
     rc = fedc_client_engine_trained_update(slot->engine, fedc_sim_now_ms(sim),

@@ -55,6 +55,7 @@ typedef struct sim_slot {
   double up_free;            /* the same for client to server */
   uint32_t in_flight;        /* messages of this connection on their way */
   uint32_t jobs;             /* trainings of this connection not finished */
+  struct sim_train_job *job; /* the latest of them, NULL once it ended */
 } sim_slot;
 
 /* A message or a chunk stream on its way over one connection. */

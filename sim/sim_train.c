@@ -177,6 +177,7 @@ void fedc_sim_train_start(fedc_sim *sim, uint32_t client,
   fedc_tensor_list_init(&job->weights);
 
   sim->slots[c->slot].jobs++;
+  sim->slots[c->slot].job = job;
   sim->stats.trainings++;
   fedc_pool_submit(sim->pool, &job->pool_job, run_train, job);
   fedc_sim_push(sim, fedc_eventq_now(&sim->events) + seconds, SIM_EV_TRAINED,
@@ -190,7 +191,8 @@ void fedc_sim_train_wait(fedc_sim *sim, sim_train_job *job)
   fedc_pool_wait(sim->pool, &job->pool_job);
   sim->stats.real_wait_seconds += fedc_sim_real_now() - start;
   sim->stats.real_train_seconds += job->real_seconds;
-  if (job->status < 0)
+  /* FEDC_ESTALE marks a job skipped because its task was dropped. */
+  if (job->status < 0 && job->status != FEDC_ESTALE)
     fedc_warn("sim", "local training failed client=%u round=%llu: %s",
               fedc_sim_conn_client(job->conn),
               (unsigned long long)job->round, fedc_strerror(job->status));

@@ -90,6 +90,7 @@ typedef struct observed {
   FILE *out;
   const fixture *f;
   uint64_t rounds, tasks, dropouts;
+  uint64_t cancelled;        /* clients_cancelled summed over the rounds */
   uint64_t tasks_offline;    /* tasks sent to a client outside its window */
   uint64_t offline_seen;     /* clients found offline at task times */
   uint32_t sampled[64], reported[64], dropped[64];
@@ -109,6 +110,7 @@ static void on_round(void *user, const fedc_sim_round *r)
 
   ck_assert_int_eq(fedc_report_write_jsonl(o->out, &rec, 1), 0);
   o->rounds++;
+  o->cancelled += m->clients_cancelled;
   if (m->round < 64) {
     o->sampled[m->round] = m->clients_sampled;
     o->reported[m->round] = m->clients_reported;
@@ -229,6 +231,39 @@ START_TEST(sim_same_seed_identical_records)
   free(second.records);
   free(inline_run.records);
   free(other_seed.records);
+  fixture_close(&f);
+}
+END_TEST
+
+/* With over-selection the stragglers' tasks are cancelled. A straggler
+ * whose Cancel arrives before its training ends has its job skipped when
+ * no thread has started it, as on the event loop's thread alone, and
+ * skipping changes no result. Slow reference devices with spread speeds
+ * make the stragglers train for seconds. */
+START_TEST(sim_skips_cancelled_trainings)
+{
+  fixture f;
+  observed pool_run, inline_run;
+  fedc_sim_stats pool_stats, inline_stats;
+
+  fixture_init(&f, 40);
+  f.opts.server.over_selection = 1.5;
+  f.opts.reference_flops = 1e5;
+  f.device_class.speed_sigma = 1.0;
+  ck_assert_int_eq(run_sim(&f, &pool_run, &pool_stats), 0);
+  f.opts.workers = 0;
+  ck_assert_int_eq(run_sim(&f, &inline_run, &inline_stats), 0);
+
+  ck_assert_uint_eq(inline_run.cancelled, 25);
+  ck_assert_uint_eq(inline_stats.trainings, 75);
+  ck_assert_uint_gt(inline_stats.trainings_skipped, 0);
+  ck_assert_uint_le(inline_stats.trainings_skipped, inline_run.cancelled);
+  ck_assert_uint_le(pool_stats.trainings_skipped, pool_run.cancelled);
+  ck_assert_uint_eq(pool_run.records_len, inline_run.records_len);
+  ck_assert_mem_eq(pool_run.records, inline_run.records,
+                   pool_run.records_len);
+  free(pool_run.records);
+  free(inline_run.records);
   fixture_close(&f);
 }
 END_TEST
@@ -446,6 +481,7 @@ int main(void)
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, sim_trains_and_reports_rounds);
   tcase_add_test(tc, sim_same_seed_identical_records);
+  tcase_add_test(tc, sim_skips_cancelled_trainings);
   tcase_add_test(tc, sim_dropout_removes_share_of_cohort);
   tcase_add_test(tc, sim_no_dropout_at_zero);
   tcase_add_test(tc, sim_offline_client_never_sampled);
