@@ -442,6 +442,7 @@ static void teardown(fedc_server_daemon *d)
   if (d->has_test_set)
     fedc_dataset_close(&d->test_set);
   free(d->peers);
+  free(d->peer_ids);
 }
 
 int fedc_server_daemon_run(const fedc_server_options *options)

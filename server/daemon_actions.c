@@ -94,7 +94,7 @@ static void close_all_peers(fedc_server_daemon *d, const fedc_server_action *a)
     server_peer *peer = d->peers[i];
     fedc_message *bye;
 
-    if (peer->closed_by_engine)
+    if (peer == NULL || peer->closed_by_engine)
       continue;
     fedc_debug(LOG_COMPONENT, "closing peer=%s client=%s: %s",
                fedc_conn_peer(peer->conn), close_client_name("", peer),
@@ -436,6 +436,8 @@ void fedc_server_refresh_metrics(fedc_server_daemon *d)
   for (size_t i = 0; i < d->npeers; i++) {
     fedc_conn_stats cs;
 
+    if (d->peers[i] == NULL)
+      continue;
     fedc_conn_get_stats(d->peers[i]->conn, &cs);
     sent += cs.wire_bytes_sent;
     received += cs.wire_bytes_received;

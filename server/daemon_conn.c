@@ -8,47 +8,85 @@
 #include "util/error.h"
 #include "util/log.h"
 
-server_peer *fedc_server_peer_find(const fedc_server_daemon *d, uint64_t id)
+/* Returns the index of the entry for id, or npeers when there is none. */
+static size_t peer_index(const fedc_server_daemon *d, uint64_t id)
 {
   size_t lo = 0, hi = d->npeers;
 
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
 
-    if (d->peers[mid]->id == id)
-      return d->peers[mid];
-    if (d->peers[mid]->id < id)
+    if (d->peer_ids[mid] == id)
+      return mid;
+    if (d->peer_ids[mid] < id)
       lo = mid + 1;
     else
       hi = mid;
   }
-  return NULL;
+  return d->npeers;
 }
 
+server_peer *fedc_server_peer_find(const fedc_server_daemon *d, uint64_t id)
+{
+  size_t i = peer_index(d, id);
+
+  return i < d->npeers ? d->peers[i] : NULL;
+}
+
+/* Drops the holes that closed peers left, keeping the order. */
+static void peers_compact(fedc_server_daemon *d)
+{
+  size_t kept = 0;
+
+  for (size_t i = 0; i < d->npeers; i++) {
+    if (d->peers[i] == NULL)
+      continue;
+    d->peers[kept] = d->peers[i];
+    d->peer_ids[kept] = d->peer_ids[i];
+    kept++;
+  }
+  d->npeers = kept;
+  d->peers_removed = 0;
+}
+
+static int peers_grow(fedc_server_daemon *d)
+{
+  size_t cap = d->peers_capacity != 0 ? d->peers_capacity * 2 : 64;
+  server_peer **peers = realloc(d->peers, cap * sizeof(*peers));
+  uint64_t *ids;
+
+  if (peers == NULL)
+    return FEDC_ENOMEM;
+  d->peers = peers;
+  ids = realloc(d->peer_ids, cap * sizeof(*ids));
+  if (ids == NULL)
+    return FEDC_ENOMEM;
+  d->peer_ids = ids;
+  d->peers_capacity = cap;
+  return 0;
+}
+
+/* Appends peer, whose id is above every id in the table. Called only from
+ * on_open, never while a loop walks the table, so it may compact it. */
 static int peers_append(fedc_server_daemon *d, server_peer *peer)
 {
-  if (d->npeers == d->peers_capacity) {
-    size_t cap = d->peers_capacity != 0 ? d->peers_capacity * 2 : 64;
-    server_peer **grown = realloc(d->peers, cap * sizeof(*grown));
-
-    if (grown == NULL)
-      return FEDC_ENOMEM;
-    d->peers = grown;
-    d->peers_capacity = cap;
-  }
-  d->peers[d->npeers++] = peer;
+  if (d->peers_removed * 2 >= d->npeers && d->peers_removed > 0)
+    peers_compact(d);
+  if (d->npeers == d->peers_capacity && peers_grow(d) < 0)
+    return FEDC_ENOMEM;
+  d->peers[d->npeers] = peer;
+  d->peer_ids[d->npeers] = peer->id;
+  d->npeers++;
   return 0;
 }
 
 static void peers_remove(fedc_server_daemon *d, const server_peer *peer)
 {
-  for (size_t i = 0; i < d->npeers; i++) {
-    if (d->peers[i] == peer) {
-      memmove(&d->peers[i], &d->peers[i + 1],
-              (d->npeers - i - 1) * sizeof(d->peers[0]));
-      d->npeers--;
-      return;
-    }
+  size_t i = peer_index(d, peer->id);
+
+  if (i < d->npeers && d->peers[i] == peer) {
+    d->peers[i] = NULL;
+    d->peers_removed++;
   }
 }
 
@@ -64,6 +102,9 @@ static void on_open(fedc_conn *conn)
   const char *identity = fedc_conn_identity(conn);
   int rc;
 
+  /* The id first: the table keeps its entries sorted by it. */
+  if (peer != NULL)
+    peer->id = ++d->next_peer_id;
   if (peer == NULL || peers_append(d, peer) < 0) {
     fedc_error(LOG_COMPONENT, "out of memory, closing peer=%s client=%s",
                fedc_conn_peer(conn), identity);
@@ -72,7 +113,6 @@ static void on_open(fedc_conn *conn)
     fedc_conn_close(conn);
     return;
   }
-  peer->id = ++d->next_peer_id;
   peer->daemon = d;
   peer->conn = conn;
   peer->opened_ms = now_ms(d);
@@ -176,7 +216,7 @@ void fedc_server_peers_sweep(fedc_server_daemon *d, uint64_t now)
   for (size_t i = 0; i < d->npeers; i++) {
     server_peer *peer = d->peers[i];
 
-    if (peer->hello_seen || peer->closed_by_engine ||
+    if (peer == NULL || peer->hello_seen || peer->closed_by_engine ||
         now - peer->opened_ms < timeout)
       continue;
     fedc_warn(LOG_COMPONENT, "rejected client peer=%s client=%s "
@@ -193,5 +233,6 @@ void fedc_server_peers_sweep(fedc_server_daemon *d, uint64_t now)
 void fedc_server_peers_close_all(fedc_server_daemon *d)
 {
   for (size_t i = 0; i < d->npeers; i++)
-    fedc_conn_close(d->peers[i]->conn);
+    if (d->peers[i] != NULL)
+      fedc_conn_close(d->peers[i]->conn);
 }
