@@ -36,16 +36,16 @@ server_peer *fedc_server_peer_find(const fedc_server_daemon *d, uint64_t id)
 /* Drops the holes that closed peers left, keeping the order. */
 static void peers_compact(fedc_server_daemon *d)
 {
-  size_t kept = 0;
+  size_t live = 0;
 
   for (size_t i = 0; i < d->npeers; i++) {
     if (d->peers[i] == NULL)
       continue;
-    d->peers[kept] = d->peers[i];
-    d->peer_ids[kept] = d->peer_ids[i];
-    kept++;
+    d->peers[live] = d->peers[i];
+    d->peer_ids[live] = d->peer_ids[i];
+    live++;
   }
-  d->npeers = kept;
+  d->npeers = live;
   d->peers_removed = 0;
 }
 
