@@ -1,6 +1,7 @@
 #include "engine_testutil.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "wire/assembler.h"
@@ -128,6 +129,16 @@ void ts_hello(test_server *s, uint64_t peer, const char *client_id)
   welcome = ts_find(s, FEDC_SERVER_ACTION_SEND, peer);
   ck_assert_ptr_nonnull(welcome);
   ck_assert_int_eq(ts_body(welcome), FEDC__ENVELOPE__BODY_WELCOME);
+}
+
+void ts_hello_all(test_server *s, uint64_t n)
+{
+  char id[16];
+
+  for (uint64_t p = 1; p <= n; p++) {
+    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p);
+    ts_hello(s, p, id);
+  }
 }
 
 void ts_result(test_server *s, uint64_t peer, uint64_t round,

@@ -51,6 +51,9 @@ void ts_evaluated(test_server *s, uint64_t round, double loss, double acc);
 /* Connects peer and sends a Hello with client_id; asserts the Welcome. */
 void ts_hello(test_server *s, uint64_t peer, const char *client_id);
 
+/* Registers peers 1..n as clients "c1".."cn". */
+void ts_hello_all(test_server *s, uint64_t n);
+
 /* Sends a FitResult for round announcing the test model's layout and
  * then its chunks with the update values, 8 bytes per chunk. The actions
  * left are those of the last chunk. */

@@ -26,16 +26,6 @@ static const float U3[TEST_PARAMS] = { 0, 8, 4, 0, 1, -1 };
 static const float HUGE_UPDATE[TEST_PARAMS] = { 3.0e38f, 3.0e38f, 3.0e38f,
                                                 3.0e38f, 3.0e38f, 3.0e38f };
 
-static void hello_all(test_server *s, uint64_t n)
-{
-  char id[16];
-
-  for (uint64_t p = 1; p <= n; p++) {
-    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p);
-    ts_hello(s, p, id);
-  }
-}
-
 static void report_honest(test_server *s, uint64_t round)
 {
   ts_result(s, 1, round, U1, 1);
@@ -91,7 +81,7 @@ static void start_four(test_server *s, fedc_server_engine_config *c)
   c->quorum_count = 3;
   c->total_rounds = 3;
   test_server_start(s, c, G0, 0);
-  hello_all(s, 4);
+  ts_hello_all(s, 4);
   ck_assert_int_eq(fedc_server_engine_phase(s->engine), FEDC_SERVER_TRAINING);
 }
 
@@ -137,7 +127,7 @@ START_TEST(norm_bound_is_inclusive)
   fedc_server_actions_close(&s.actions);
   c.max_update_norm = 6.1034;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 4);
+  ts_hello_all(&s, 4);
   ts_result(&s, 1, 1, U2, 1);
   ck_assert_ptr_null(ts_find(&s, FEDC_SERVER_ACTION_CLOSE, 1));
   ts_result(&s, 2, 1, U1, 1);
@@ -165,7 +155,7 @@ START_TEST(nonfinite_test_loss_rolls_back)
   c.total_rounds = 3;
   c.max_update_norm = 0;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 4);
+  ts_hello_all(&s, 4);
   st = fedc_server_engine_stats(s.engine);
 
   report_honest(&s, 1);
@@ -221,7 +211,7 @@ START_TEST(nonfinite_aggregate_rolls_back)
   test_server_config(&c, 3);
   c.max_update_norm = 0;
   test_server_start(&s, &c, big, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
   ts_result(&s, 1, 1, HUGE_UPDATE, 1);
   ts_result(&s, 2, 1, HUGE_UPDATE, 1);
   ts_result(&s, 3, 1, HUGE_UPDATE, 1);
@@ -252,7 +242,7 @@ static void run_fedavgm(bool bad_round, float model[TEST_PARAMS],
   c.max_update_norm = 0;
   fedc_agg_config_default(&c.agg, FEDC_AGG_FEDAVGM);
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
 
   report_honest(&s, round);
   ts_evaluated(&s, round++, 0.7, 0.8);
@@ -313,7 +303,7 @@ START_TEST(abandoned_rounds_back_off_then_stop)
   c.retry_delay_max_ms = 3000;
   c.max_abandoned_rounds = 4;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 2);
+  ts_hello_all(&s, 2);
 
   for (uint64_t round = 1; round <= 3; round++) {
     ck_assert_uint_eq(fedc_server_engine_round(s.engine), round);
@@ -365,7 +355,7 @@ START_TEST(aggregated_round_resets_backoff)
   c.retry_delay_ms = 1000;
   c.max_abandoned_rounds = 2;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
 
   report_failure(&s, 1, 1);
   ck_assert(!finished(&s)->aggregated);
@@ -395,7 +385,7 @@ START_TEST(run_without_aggregated_round_fails)
   test_server_config(&c, 2);
   c.total_rounds = 2;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 2);
+  ts_hello_all(&s, 2);
   for (uint64_t round = 1; round <= 2; round++)
     report_failure(&s, 1, round);
   ck_assert_int_eq(last_action(&s)->kind, FEDC_SERVER_ACTION_DONE);
@@ -493,7 +483,7 @@ START_TEST(drain_between_rounds_ends_at_once)
 
   test_server_config(&c, 3);
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 2);
+  ts_hello_all(&s, 2);
   drain(&s, 5000);
   ts_assert_closed_all(&s, "server shutting down");
   ck_assert_int_eq(last_action(&s)->kind, FEDC_SERVER_ACTION_DONE);
@@ -519,7 +509,7 @@ START_TEST(drain_applies_partial_buffer)
   c.evaluate_every = 0;
   c.staleness_fn = FEDC_STALENESS_CONSTANT;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
 
   /* The third Hello dispatched a task to each client. */
   ck_assert_uint_eq(tasks_sent(&s), 3);

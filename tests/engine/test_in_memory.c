@@ -24,17 +24,6 @@ static const float U2[TEST_PARAMS] = { 4, 0, 2, 4, 0.5f, 1 };
 static const float U3[TEST_PARAMS] = { 0, 8, 4, 0, 1, -1 };
 static const float G1[TEST_PARAMS] = { 3, 9, 6, 4, 1.375f, 0.125f };
 
-/* Registers peers 1..n as clients "c1".."cn". */
-static void hello_all(test_server *s, uint64_t n)
-{
-  char id[16];
-
-  for (uint64_t p = 1; p <= n; p++) {
-    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p);
-    ts_hello(s, p, id);
-  }
-}
-
 /* Sends a FitResult for round that announces the test model's layout. */
 static void send_fit_result(test_server *s, uint64_t peer, uint64_t round,
                             uint64_t examples)
@@ -99,7 +88,7 @@ START_TEST(server_aggregates_update)
 
   test_server_config(&c, 3);
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
   st = fedc_server_engine_stats(s.engine);
   report(&s, 1, 1, U1, 1);
   report(&s, 2, 1, U2, 2);
@@ -156,7 +145,7 @@ START_TEST(server_rejects_bad_stream)
   test_server_config(&c, 3);
   c.quorum_count = 2;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
   memcpy(values, U1, sizeof(values));
   if (bad == NAN_VALUE)
     values[2] = NAN;
@@ -222,7 +211,7 @@ START_TEST(server_discards_late_stream)
   test_server_config(&c, 3);
   c.quorum_count = 2;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
   timer = ts_find(&s, FEDC_SERVER_ACTION_START_TIMER, UINT64_MAX);
   ck_assert_ptr_nonnull(timer);
   uint64_t deadline = timer->timer.id;
@@ -267,7 +256,7 @@ START_TEST(server_async_scales_copy)
   c.evaluate_every = 0;
   c.total_rounds = 0;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 2);
+  ts_hello_all(&s, 2);
   for (size_t i = 0; i < s.actions.count; i++) {
     const fedc_server_action *a = &s.actions.items[i];
 

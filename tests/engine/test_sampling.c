@@ -16,17 +16,6 @@
 static const float G0[TEST_PARAMS] = { 1, 2, 3, 4, 0.5f, 0.25f };
 static const float U1[TEST_PARAMS] = { 8, 16, 0, -8, 1, 2 };
 
-/* Registers peers 1..n as clients "c1".."cn". */
-static void hello_all(test_server *s, uint64_t n)
-{
-  char id[16];
-
-  for (uint64_t p = 1; p <= n; p++) {
-    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p);
-    ts_hello(s, p, id);
-  }
-}
-
 /* Counts the messages of body case sent in the last event and marks the
  * receiving peers in marks (may be NULL). */
 static size_t count_sent(const test_server *s, Fedc__Envelope__BodyCase body,
@@ -75,7 +64,7 @@ START_TEST(poisson_frequencies)
   c.total_rounds = 0;
   c.evaluate_every = 0;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, CLIENTS);
+  ts_hello_all(&s, CLIENTS);
 
   for (int r = 1; r <= ROUNDS; r++) {
     size_t n = count_sent(&s, FEDC__ENVELOPE__BODY_FIT_TASK, marks);
@@ -114,7 +103,7 @@ START_TEST(poisson_empty_round_waits)
   c.poisson_q = 1e-9;
   c.evaluate_every = 0;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 2);
+  ts_hello_all(&s, 2);
   ck_assert_uint_eq(count_sent(&s, FEDC__ENVELOPE__BODY_FIT_TASK, NULL), 0);
   timer = started_timer(&s);
   ck_assert_int_eq(fedc_server_engine_phase(s.engine), FEDC_SERVER_TRAINING);
@@ -159,7 +148,7 @@ START_TEST(uniform_min_max_counts)
     c.max_fit_clients = cases[i].max_fit;
     c.max_concurrency = cases[i].concurrency;
     test_server_start(&s, &c, G0, 0);
-    hello_all(&s, 10);
+    ts_hello_all(&s, 10);
     ck_assert_msg(count_sent(&s, FEDC__ENVELOPE__BODY_FIT_TASK, NULL) ==
                   cases[i].expected, "case %zu sampled %zu, expected %zu", i,
                   count_sent(&s, FEDC__ENVELOPE__BODY_FIT_TASK, NULL),
@@ -193,7 +182,7 @@ START_TEST(over_selection_closes_at_target)
   c.evaluate_every = 0;
   test_server_start(&s, &c, G0, 0);
   st = fedc_server_engine_stats(s.engine);
-  hello_all(&s, 8);
+  ts_hello_all(&s, 8);
   ck_assert_uint_eq(count_sent(&s, FEDC__ENVELOPE__BODY_FIT_TASK, sampled),
                     6);
   for (uint64_t p = 1; p <= 8; p++) {
@@ -288,7 +277,7 @@ START_TEST(oort_prefers_fast_high_loss_and_explores)
   c.oort.exploration_min = 0.3;
   c.oort.preferred_ms = 100;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 20);
+  ts_hello_all(&s, 20);
 
   for (uint64_t r = 1; r <= 6; r++) {
     size_t unexplored = 0, new_picks = 0, fast_explored = 0;

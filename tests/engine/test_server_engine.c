@@ -24,17 +24,6 @@ static const float U3[TEST_PARAMS] = { 0, 8, 4, 0, 1, -1 };
 static const float G1[TEST_PARAMS] = { 3, 9, 6, 4, 1.375f, 0.125f };
 static const float G2[TEST_PARAMS] = { 5, 16, 9, 4, 2.25f, 0 };
 
-/* Registers peers 1..n as clients "c1".."cn". */
-static void hello_all(test_server *s, uint64_t n)
-{
-  char id[16];
-
-  for (uint64_t p = 1; p <= n; p++) {
-    snprintf(id, sizeof(id), "c%llu", (unsigned long long)p);
-    ts_hello(s, p, id);
-  }
-}
-
 /* Sends the three honest updates from peers 1, 2 and 3. */
 static void report_honest(test_server *s, uint64_t round)
 {
@@ -222,7 +211,7 @@ static void start_four(test_server *s)
   test_server_config(&c, 4);
   c.quorum_count = 3;
   test_server_start(s, &c, G0, 0);
-  hello_all(s, 4);
+  ts_hello_all(s, 4);
   assert_round_started(s, 1, 1, 4);
 }
 
@@ -615,7 +604,7 @@ START_TEST(result_from_unsampled_client)
   c.clients_per_round = 3;
   c.quorum_count = 3;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 4);
+  ts_hello_all(&s, 4);
   assert_round_started(&s, 1, 1, 3);
   for (uint64_t p = 1; p <= 4; p++) {
     if (ts_find(&s, FEDC_SERVER_ACTION_SEND_STREAM, p))
@@ -650,7 +639,7 @@ START_TEST(second_result_rejected)
 
   test_server_config(&c, 3);
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 3);
+  ts_hello_all(&s, 3);
   ts_result(&s, 1, 1, U1, 1);
   send_fit_result(&s, 1, 1, snap, 1);
   fedc_snapshot_unref(&snap);
@@ -913,7 +902,7 @@ START_TEST(close_at_quorum_and_evaluate_every)
   c.evaluate_every = 2;
   c.total_rounds = 3;
   test_server_start(&s, &c, G0, 0);
-  hello_all(&s, 4);
+  ts_hello_all(&s, 4);
   report_honest(&s, 1);
   ck_assert_int_eq(s.actions.items[0].kind, FEDC_SERVER_ACTION_CANCEL_TIMER);
   assert_cancel(&s, 1, 4, 1);
