@@ -350,24 +350,24 @@ static int store_update(fedc_agg *agg, const fedc_tensor_list *update,
   return 0;
 }
 
-int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight)
+/* Returns FEDC_EINVAL for a weight that is not positive and finite,
+ * FEDC_ESHAPE for an update of another layout, or 0. */
+static int check_update(const fedc_agg *agg, const fedc_tensor_list *update,
+                        double weight)
 {
   if (!(weight > 0.0) || !isfinite(weight))
     return FEDC_EINVAL;
   if (fedc_tensor_list_check_layout(&agg->layout, update) < 0)
     return FEDC_ESHAPE;
-  return fedc_agg_add_norm(agg, update, weight, update_norm(update));
+  return 0;
 }
 
-int fedc_agg_add_norm(fedc_agg *agg, const fedc_tensor_list *update,
-                      double weight, double norm)
+/* Adds a checked update of L2 norm norm. */
+static int add_checked(fedc_agg *agg, const fedc_tensor_list *update,
+                       double weight, double norm)
 {
   double scale;
 
-  if (!(weight > 0.0) || !isfinite(weight))
-    return FEDC_EINVAL;
-  if (fedc_tensor_list_check_layout(&agg->layout, update) < 0)
-    return FEDC_ESHAPE;
   if (!isfinite(norm))
     return FEDC_ENONFINITE;
   scale = clip_scale(agg, norm);
@@ -383,6 +383,21 @@ int fedc_agg_add_norm(fedc_agg *agg, const fedc_tensor_list *update,
   agg->weight_sum += weight;
   agg->count++;
   return 0;
+}
+
+int fedc_agg_add(fedc_agg *agg, const fedc_tensor_list *update, double weight)
+{
+  int rc = check_update(agg, update, weight);
+
+  return rc < 0 ? rc : add_checked(agg, update, weight, update_norm(update));
+}
+
+int fedc_agg_add_norm(fedc_agg *agg, const fedc_tensor_list *update,
+                      double weight, double norm)
+{
+  int rc = check_update(agg, update, weight);
+
+  return rc < 0 ? rc : add_checked(agg, update, weight, norm);
 }
 
 size_t fedc_agg_count(const fedc_agg *agg)
