@@ -146,13 +146,14 @@ int fedc_client_engine_trained(fedc_client_engine *engine, uint64_t now_ms,
                                const fedc_client_train_result *result,
                                fedc_client_actions *out);
 
-/* fedc_client_engine_trained() for a driver that has already turned the
- * trained weights into the update, weights - global for the TRAIN action's
- * model, with fedc_snapshot_new_difference(), on its training thread: the
- * loop thread then does not read the model once more. The engine checks
- * the layout and, through the norm the snapshot keeps, the values, then
- * sends the update. The caller keeps its reference to update. A failed
- * training goes through fedc_client_engine_trained(). */
+/* Reports a finished TRAIN action as fedc_client_engine_trained() does,
+ * for a driver whose training thread has already computed the update,
+ * weights - global of the TRAIN action's model, with
+ * fedc_snapshot_new_difference(). The event loop then does not read the
+ * model again. The engine checks the layout, and the values through the
+ * norm the snapshot caches, then sends the update. The caller keeps its
+ * reference to update. A failed training goes through
+ * fedc_client_engine_trained(). */
 int fedc_client_engine_trained_update(fedc_client_engine *engine,
                                       uint64_t now_ms, uint64_t round,
                                       fedc_snapshot *update,

@@ -13,7 +13,7 @@
  * CLOSE_ALL acts on the peers still open when the driver reaches it, after
  * the actions before it. It queues its Goodbye behind what each of them
  * already has and, as a CLOSE does, may drop their queued streams. Peers
- * that an earlier CLOSE closed are left alone. The engine forgets every
+ * that an earlier CLOSE closed are left alone. The engine drops every
  * peer when it emits a CLOSE_ALL and emits nothing for them afterwards. */
 #ifndef FEDC_SERVER_ACTIONS_H
 #define FEDC_SERVER_ACTIONS_H

@@ -64,9 +64,9 @@ typedef struct fedc_server_daemon {
 
   /* Established connections, sorted by id: ids only grow, so a new peer
    * is appended and lookup is a binary search over peer_ids. A closed
-   * peer leaves a NULL entry, so closing 10^5 peers costs no 10^5 moves
-   * of the array; the holes go when the next peer is appended and they
-   * are half the entries. Loops skip NULL entries. */
+   * peer leaves a NULL entry, so closing a peer moves no other entry.
+   * The holes are dropped when a peer is appended while they are half the
+   * entries or more. Loops skip NULL entries. */
   server_peer **peers;
   uint64_t *peer_ids;
   size_t npeers;             /* entries, holes included */

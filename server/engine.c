@@ -865,8 +865,9 @@ static int on_chunk(fedc_server_engine *e, fedc_peer *peer,
 /* A whole update stream passed in memory: the assembler's checks without
  * its copy, then the same fold as finish_upload(). The tensors belong to
  * the sender, so the asynchronous modes scale a copy. The finiteness
- * check leaves the norm in the snapshot, so that the check, the norm
- * bound and the aggregate read the update twice in all. */
+ * check leaves the norm in the snapshot for the norm bound, so the update
+ * is read once for both, or not at all when the sender cached the norm,
+ * and once more to aggregate it. */
 static int on_tensors(fedc_server_engine *e, fedc_peer *peer, uint64_t round,
                       Fedc__StreamKind stream, fedc_snapshot *snapshot,
                       uint64_t now_ms, fedc_server_actions *out)

@@ -176,16 +176,16 @@ static void unlink_job(fedc_pool *pool, fedc_pool_job *job)
 
 bool fedc_pool_cancel(fedc_pool *pool, fedc_pool_job *job)
 {
-  bool taken = false;
+  bool cancelled = false;
 
   pthread_mutex_lock(&pool->lock);
   if (job->state == JOB_QUEUED) {
     unlink_job(pool, job);
     job->state = JOB_DONE;
-    taken = true;
+    cancelled = true;
   }
   pthread_mutex_unlock(&pool->lock);
-  return taken;
+  return cancelled;
 }
 
 void fedc_pool_wait(fedc_pool *pool, fedc_pool_job *job)

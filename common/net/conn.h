@@ -90,9 +90,9 @@ typedef struct fedc_conn_options {
    * on a server and the start of name resolution on a client. */
   uint64_t handshake_timeout_ms;
 
-  /* Time allowed after a close for queued bytes to reach the peer and,
-   * after fedc_conn_close() of an open connection, for the peer to close
-   * its side, in milliseconds; default 5000. */
+  /* Time in milliseconds allowed after a close for queued bytes to reach
+   * the peer. After fedc_conn_close() of an open connection it also bounds
+   * the wait for the peer to close its side. Default 5000. */
   uint64_t close_timeout_ms;
 
   /* Client only: the DNS name or IP literal that the server certificate

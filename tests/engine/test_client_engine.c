@@ -192,7 +192,8 @@ START_TEST(task_trains_and_sends_update)
 }
 END_TEST
 
-/* Passes the update W - G0 taken by the driver as a snapshot. */
+/* Returns weights - global as a snapshot, as a driver's training thread
+ * builds the update. */
 static fedc_snapshot *driver_update(const float weights[TEST_PARAMS],
                                     const fedc_snapshot *global)
 {
@@ -206,7 +207,7 @@ static fedc_snapshot *driver_update(const float weights[TEST_PARAMS],
   return update;
 }
 
-/* An update the driver took itself is sent as it is, by reference; a
+/* An update the driver computed is sent as it is, by reference. A
  * non-finite one, one of another layout and one for an old task are not. */
 START_TEST(driver_update_sent_by_reference)
 {

@@ -317,8 +317,8 @@ START_TEST(oort_prefers_fast_high_loss_and_explores)
 }
 END_TEST
 
-/* A fixed cohort too small for Krum's 2f + 3 updates is rejected; a
- * cohort that grows with the idle clients cannot be checked and passes. */
+/* A fixed cohort too small for Krum's 2f + 3 updates is rejected. A
+ * cohort that grows with the idle clients cannot be checked, so it passes. */
 START_TEST(sync_krum_cohort_checked)
 {
   fedc_server_engine_config c;

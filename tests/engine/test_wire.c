@@ -620,9 +620,9 @@ START_TEST(snapshot_is_mutable_only_alone)
 }
 END_TEST
 
-/* The norm is the list's, kept until the tensors are asked for writing;
- * finiteness follows it for F32 tensors, and an F64 value too large to
- * square is still finite. */
+/* The cached norm is the list's until the tensors are requested for
+ * writing. Finiteness follows the norm for F32 tensors, and an F64 value
+ * too large to square is still finite. */
 START_TEST(snapshot_keeps_norm)
 {
   const float values[TEST_PARAMS] = { 3, 4, 0, 0, 12, 0 };
@@ -654,8 +654,8 @@ START_TEST(snapshot_keeps_norm)
 }
 END_TEST
 
-/* A snapshot of weights - base holds the differences and knows their
- * norm; a NaN difference leaves the weights with the caller. */
+/* A snapshot of weights - base contains the differences and caches their
+ * norm. A NaN difference leaves the weights with the caller. */
 START_TEST(snapshot_of_difference)
 {
   const float weights[TEST_PARAMS] = { 4, 6, 1, 1, 13, 1 };
